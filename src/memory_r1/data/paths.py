@@ -1,0 +1,111 @@
+"""Where the LoCoMo file is found, and the pinned download.
+
+Resolution order: an explicit path (`--data`), env `MEMR1_LOCOMO`, `../shared/data/locomo/locomo10.json`
+beside the repository, then the user cache (`memr1 data download` puts it there).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+LOCOMO_FILENAME = "locomo10.json"
+LOCOMO_SHA256 = "79fa87e90f04081343b8c8debecb80a9a6842b76a7aa537dc9fdf651ea698ff4"
+LOCOMO_URL = (
+    "https://raw.githubusercontent.com/snap-research/LoCoMo/"
+    "3eb6f2c585f5e1699204e3c3bdf7adc5c28cb376/data/locomo10.json"
+)
+ENV_VAR = "MEMR1_LOCOMO"
+
+
+class DataNotFoundError(FileNotFoundError):
+    """No LoCoMo file at any of the places looked at."""
+
+
+class DownloadError(RuntimeError):
+    """The pinned download failed (no network, wrong checksum)."""
+
+
+def repo_root() -> Path:
+    """The checkout this package is installed from (src layout: <root>/src/memory_r1)."""
+    return Path(__file__).resolve().parents[3]
+
+
+def cache_dir() -> Path:
+    """User cache of memory-r1 (`MEMR1_CACHE`, else `$XDG_CACHE_HOME/memory-r1`, else ~/.cache)."""
+    if os.environ.get("MEMR1_CACHE"):
+        return Path(os.environ["MEMR1_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "memory-r1"
+
+
+def candidate_paths(explicit: str | os.PathLike | None = None) -> list[tuple[str, Path]]:
+    """Each place looked at, in order, with the reason it is looked at."""
+    out: list[tuple[str, Path]] = []
+    if explicit:
+        out.append(("--data", Path(explicit).expanduser()))
+    if os.environ.get(ENV_VAR):
+        out.append((f"${ENV_VAR}", Path(os.environ[ENV_VAR]).expanduser()))
+    out.append(("shared folder", repo_root().parent / "shared" / "data" / "locomo" / LOCOMO_FILENAME))
+    out.append(("user cache", cache_dir() / "data" / LOCOMO_FILENAME))
+    return out
+
+
+def resolve_locomo_path(explicit: str | os.PathLike | None = None) -> Path:
+    """The first existing candidate. An explicit path or env var that does not exist is an error,
+    never silently skipped."""
+    for reason, path in candidate_paths(explicit):
+        if reason in ("--data", f"${ENV_VAR}"):
+            if not path.is_file():
+                raise DataNotFoundError(f"LoCoMo file given by {reason} does not exist: {path}")
+            return path
+        if path.is_file():
+            return path
+    looked = ", ".join(str(p) for _, p in candidate_paths(explicit))
+    raise DataNotFoundError(
+        f"LoCoMo file not found (looked at {looked}); pass --data PATH, set {ENV_VAR}, "
+        "or run `memr1 data download`"
+    )
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download_locomo(
+    dest: Path | None = None,
+    url: str = LOCOMO_URL,
+    sha256: str = LOCOMO_SHA256,
+    timeout: float = 30.0,
+) -> Path:
+    """Fetch the pinned file into the cache; refuse (and keep nothing of) a file whose sha256 differs."""
+    dest = dest or cache_dir() / "data" / LOCOMO_FILENAME
+    if dest.is_file() and sha256_file(dest) == sha256:
+        log.info("already present with the pinned sha256: %s", dest)
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            payload = resp.read()
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DownloadError(f"cannot download LoCoMo from {url}: {reason} (no network?)") from exc
+    got = hashlib.sha256(payload).hexdigest()
+    if got != sha256:
+        raise DownloadError(f"refused download from {url}: sha256 {got} != pinned {sha256}")
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".locomo-", suffix=".part")
+    with os.fdopen(fd, "wb") as f:
+        f.write(payload)
+    os.replace(tmp, dest)
+    return dest
