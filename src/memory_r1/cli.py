@@ -185,6 +185,60 @@ def bench_run(
     runpy.run_path(str(script), run_name="__main__")
 
 
+@app.command("eval")
+def eval_cmd(
+    backbone: Annotated[str, typer.Option("--backbone", help="Backbone alias or model path.")] = "smollm2-135m",
+    split: Annotated[str, typer.Option("--split", help="val, test or train.")] = "val",
+    conversations: Annotated[
+        Optional[str], typer.Option("--conversations", help="Comma-separated subset, e.g. conv-30.")
+    ] = None,
+    limit_questions: Annotated[
+        Optional[int], typer.Option("--limit-questions", help="At most N questions per conversation.")
+    ] = None,
+    method: Annotated[str, typer.Option("--method", help="memory-r1, rag-turns or full-context.")] = "memory-r1",
+    manager: Annotated[Optional[str], typer.Option("--manager", help="Memory Manager checkpoint.")] = None,
+    answer: Annotated[Optional[str], typer.Option("--answer", help="Answer Agent checkpoint.")] = None,
+    judge: Annotated[
+        Optional[str],
+        typer.Option("--judge", help="none, self (the same backbone), a backbone, or openai:MODEL@URL."),
+    ] = None,
+    top_k: Annotated[Optional[int], typer.Option("--top-k", help="Memories retrieved per speaker.")] = None,
+    no_distill: Annotated[bool, typer.Option("--no-distill", help="Answer without the distillation step.")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (resumed if it exists).")] = None,
+    recipe: Annotated[Optional[Path], typer.Option("--recipe", help="Recipe YAML (default recipes/B/eval.yaml).")] = None,
+    qdrant_url: Annotated[Optional[str], typer.Option("--qdrant-url", help="A Qdrant server instead of local mode.")] = None,
+    data: DataOpt = None,
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="Recipe overrides key=value.")] = None,
+) -> None:
+    """Build the banks, answer, judge and score one split; prints the table and writes the folder."""
+    from memory_r1.eval.runner import EvalRequest, run_eval
+
+    ov = list(overrides or [])
+    if top_k is not None:
+        ov.append(f"answer_agent.top_k={top_k}")
+    if no_distill:
+        ov.append("answer_agent.distill=false")
+    req = EvalRequest(
+        backbone=backbone, split=split, method=method,
+        conversations=[c.strip() for c in conversations.split(",")] if conversations else None,
+        limit_questions=limit_questions, manager=manager, answer=answer, judge=judge, out=out,
+        data=data, recipe=recipe, overrides=ov, qdrant_url=qdrant_url,
+    )
+    try:
+        folder = run_eval(req)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one clear line (traceback with --debug)
+        if _State.debug:
+            raise
+        fail(_one_line(exc))
+    typer.echo((folder / "summary.md").read_text())
+    typer.echo(f"results: {folder}")
+
+
+def _one_line(exc: BaseException) -> str:
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    return msg if type(exc).__module__.startswith("memory_r1") else f"{type(exc).__name__}: {msg}"
+
+
 @train_app.command("answer")
 def train_answer() -> None:
     """Train the Answer Agent (not available yet: RL training lands with issue #4)."""

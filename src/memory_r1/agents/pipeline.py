@@ -1,0 +1,287 @@
+"""The Memory-R1 pipeline over LoCoMo conversations.
+
+Two banks per conversation, one per speaker (as in Mem0's LoCoMo harness), namespaced
+``{conversation_id}/{speaker}``. Sessions are processed in order; within a step, the LLM calls of all
+conversations and both speakers go out as one batch (extraction, then the Memory Manager), which is
+the only ordering the banks require.
+
+Methods (the same harness for each):
+- ``memory-r1``: extractor -> Memory Manager ops -> banks; Answer Agent over top-k per speaker.
+- ``rag-turns``: raw turns stored as memories (no LLM at ingestion); same Answer Agent.
+- ``full-context``: no memory; the whole dialogue in the prompt, cut to the model's window.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable
+
+from memory_r1.agents.answerer import (
+    build_answer_messages,
+    build_context_messages,
+    parse_answer,
+)
+from memory_r1.agents._text import drop_cut_line
+from memory_r1.agents.extractor import build_extraction_messages, parse_facts
+from memory_r1.agents.manager import (
+    ApplyStats,
+    apply_operations,
+    build_manager_messages,
+    parse_operations,
+)
+from memory_r1.llm.base import LLM, SamplingParams
+from memory_r1.types import QA, Conversation, Turn
+
+log = logging.getLogger(__name__)
+
+METHODS = ("memory-r1", "rag-turns", "full-context")
+
+
+def namespace(conversation_id: str, speaker: str) -> str:
+    return f"{conversation_id}/{speaker}"
+
+
+def sampling(cfg: dict) -> SamplingParams:
+    """SamplingParams from a recipe section (temperature, top_p, max_new_tokens, seed, stop)."""
+    keys = ("temperature", "top_p", "max_new_tokens", "seed", "stop")
+    return SamplingParams(**{k: cfg[k] for k in keys if k in cfg})
+
+
+@dataclass
+class IngestStats:
+    chunks: int = 0
+    extraction_calls: int = 0
+    extraction_unparsed: int = 0
+    facts: int = 0
+    manager_calls: int = 0
+    manager_unparsed: int = 0
+    manager_invalid_ids: int = 0
+    manager_malformed: int = 0
+    ops: ApplyStats = field(default_factory=ApplyStats)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    turns: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def session_chunks(
+    conv: Conversation, turns_per_chunk: int, max_sessions: int | None = None
+) -> list[tuple[str, list[Turn]]]:
+    """(session date, turns) chunks in dialogue order; 0 = one chunk per session; `max_sessions`
+    keeps only the first sessions (quick smoke runs)."""
+    out = []
+    for s in conv.sessions[: max_sessions or None]:
+        size = turns_per_chunk or max(len(s.turns), 1)
+        for i in range(0, len(s.turns), size):
+            out.append((s.date_time, s.turns[i : i + size]))
+    return out
+
+
+class Pipeline:
+    """Runs one method over conversations. ``bank_for(namespace)`` gives a MemoryBank."""
+
+    def __init__(self, llm: LLM, bank_for: Callable[[str], object], cfg: dict, method: str = "memory-r1",
+                 manager_llm: LLM | None = None, answer_llm: LLM | None = None):
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+        self.llm = llm
+        self.manager_llm = manager_llm or llm
+        self.answer_llm = answer_llm or llm
+        self.bank_for = bank_for
+        self.cfg = cfg
+        self.method = method
+
+    # ---- ingestion --------------------------------------------------------------------------
+
+    def ingest(self, conversations: list[Conversation], on_step: Callable[[int], None] | None = None) -> IngestStats:
+        stats = IngestStats()
+        t0 = time.perf_counter()
+        if self.method == "rag-turns":
+            for conv in conversations:
+                n = self._ingest_turns(conv)
+                stats.turns += n
+                if on_step:
+                    on_step(n)
+        elif self.method == "memory-r1":
+            self._ingest_memory_r1(conversations, stats, on_step)
+        stats.seconds = time.perf_counter() - t0
+        return stats
+
+    def _ingest_turns(self, conv: Conversation) -> int:
+        max_sessions = (self.cfg.get("ingest") or {}).get("max_sessions")
+        all_turns = [t for _, chunk in session_chunks(conv, 0, max_sessions) for t in chunk]
+        for speaker in conv.speakers:
+            turns = [t for t in all_turns if t.speaker == speaker]
+            if turns:
+                self.bank_for(namespace(conv.conversation_id, speaker)).add_many(
+                    [t.render() for t in turns],
+                    timestamps=[t.session_date for t in turns],
+                    metadatas=[{"dia_id": t.dia_id} for t in turns],
+                    actor="ingest",
+                )
+        return len(all_turns)
+
+    def _ingest_memory_r1(self, conversations, stats: IngestStats, on_step) -> None:
+        """Per chunk of turns (in dialogue order, all conversations side by side): extract facts from
+        each turn (one batched call), then one Memory Manager call per (conversation, speaker) with
+        that speaker's new facts and the memories related to them."""
+        icfg = self.cfg["ingest"]
+        ex_params = sampling(icfg["extract"])
+        mg_params = sampling(icfg["manager"])
+        related_k = int(icfg["manager"]["related_k"])
+        max_related = int(icfg["manager"]["max_related"])
+        max_facts = int(icfg["manager"].get("max_facts_per_call", 12))
+        chunks = {
+            c.conversation_id: session_chunks(c, int(icfg.get("turns_per_chunk", 0)), icfg.get("max_sessions"))
+            for c in conversations
+        }
+        steps = max((len(v) for v in chunks.values()), default=0)
+        for step in range(steps):
+            turns: list[tuple[Conversation, str, Turn]] = []
+            for conv in conversations:
+                if step < len(chunks[conv.conversation_id]):
+                    date, chunk = chunks[conv.conversation_id][step]
+                    turns += [(conv, date, t) for t in chunk]
+            if not turns:
+                continue
+            gens = self.manager_llm.generate([build_extraction_messages(t, d) for _, d, t in turns], ex_params)
+            stats.extraction_calls += len(gens)
+            facts_by_ns: dict[str, tuple[str, list[str]]] = {}
+            for (conv, date, turn), g in zip(turns, gens):
+                stats.prompt_tokens += g.prompt_tokens
+                stats.completion_tokens += g.completion_tokens
+                parsed = parse_facts(drop_cut_line(g.text, g.finish_reason), turn.speaker)
+                if not parsed.ok:
+                    stats.extraction_unparsed += 1
+                    log.debug("extractor output without facts for %s: %r", turn.dia_id, g.text[:200])
+                ns = namespace(conv.conversation_id, turn.speaker)
+                bucket = facts_by_ns.setdefault(ns, (date, []))[1]
+                bucket += [f for f in parsed.facts if f not in bucket]
+            todo = []
+            for ns, (date, facts) in facts_by_ns.items():
+                for i in range(0, len(facts), max_facts):
+                    todo.append((ns, date, facts[i : i + max_facts]))
+            stats.facts += sum(len(f) for _, _, f in todo)
+            # Memory Manager: related memories per fact, one call per (conversation, speaker, fact group)
+            prompts, maps = [], []
+            for ns, _, facts in todo:
+                bank = self.bank_for(ns)
+                related, seen = [], set()
+                for hits in bank.search_many(facts, related_k) if len(bank) else []:
+                    for m in hits:
+                        if m.id not in seen and len(related) < max_related:
+                            seen.add(m.id)
+                            related.append(m)
+                msgs, id_map = build_manager_messages(facts, related, owner=ns.split("/", 1)[1])
+                prompts.append(msgs)
+                maps.append(id_map)
+            gens = self.manager_llm.generate(prompts, mg_params) if prompts else []
+            stats.manager_calls += len(gens)
+            for (ns, date, _), id_map, g in zip(todo, maps, gens):
+                stats.prompt_tokens += g.prompt_tokens
+                stats.completion_tokens += g.completion_tokens
+                parsed = parse_operations(drop_cut_line(g.text, g.finish_reason), id_map)
+                stats.manager_invalid_ids += len(parsed.invalid_ids)
+                stats.manager_malformed += parsed.malformed
+                if parsed.invalid_ids:
+                    log.info("manager used ids not in its prompt (%s) for %s: rejected", parsed.invalid_ids, ns)
+                if not parsed.parsed:
+                    stats.manager_unparsed += 1
+                    log.debug("unparseable manager output for %s: %r", ns, g.text[:200])
+                    continue
+                stats.ops.merge(apply_operations(self.bank_for(ns), parsed.ops, timestamp=date))
+            stats.turns += len(turns)
+            stats.chunks += 1
+            log.info(
+                "ingest step %d/%d: %d turns, %d facts so far, %d manager calls, ops so far %s",
+                step + 1, steps, len(turns), stats.facts, stats.manager_calls, stats.ops,
+            )
+            if on_step:
+                on_step(len(turns))
+
+    # ---- answering --------------------------------------------------------------------------
+
+    def answer(self, conv: Conversation, questions: list[QA]) -> list[dict]:
+        """One record per question: prediction, distilled memories, retrieved ids, tokens, latency."""
+        acfg = self.cfg["answer"]
+        params = sampling(acfg)
+        a, b = conv.speakers
+        texts = [q.question for q in questions]
+        retrieved: list[tuple[list, list]] = []
+        if self.method == "full-context":
+            context = self._full_context(conv, acfg)
+            prompts = [build_context_messages(q.question, context) for q in questions]
+            retrieved = [([], [])] * len(questions)
+        else:
+            k = int(acfg["top_k"])
+            hits_a = self._search(namespace(conv.conversation_id, a), texts, k)
+            hits_b = self._search(namespace(conv.conversation_id, b), texts, k)
+            retrieved = list(zip(hits_a, hits_b))
+            prompts = [
+                build_answer_messages(q.question, a, ma, b, mb, distill=bool(acfg.get("distill", True)))
+                for q, (ma, mb) in zip(questions, retrieved)
+            ]
+        t0 = time.perf_counter()
+        gens = self.answer_llm.generate(prompts, params)
+        per_q = (time.perf_counter() - t0) / max(len(questions), 1)
+        out = []
+        for q, g, (ma, mb) in zip(questions, gens, retrieved):
+            parsed = parse_answer(g.text)
+            out.append(
+                {
+                    "qid": q.qid,
+                    "conversation_id": q.conversation_id,
+                    "question": q.question,
+                    "gold": q.answer,
+                    "category": q.category,
+                    "prediction": parsed.answer,
+                    "answer_format_ok": parsed.ok,
+                    "distilled": parsed.distilled,
+                    "completion": g.text,
+                    "retrieved_ids": [m.id for m in ma] + [m.id for m in mb],
+                    "n_retrieved": len(ma) + len(mb),
+                    "latency_s": round(per_q, 4),
+                    "prompt_tokens": g.prompt_tokens,
+                    "completion_tokens": g.completion_tokens,
+                }
+            )
+        return out
+
+    def _search(self, ns: str, texts: list[str], k: int) -> list[list]:
+        bank = self.bank_for(ns)
+        if not len(bank):
+            return [[] for _ in texts]
+        return bank.search_many(texts, k)
+
+    def _full_context(self, conv: Conversation, acfg: dict) -> str:
+        lines = []
+        for s in conv.sessions:
+            lines.append(f"[{s.date_time}]")
+            lines += [t.render() for t in s.turns]
+        budget = self.answer_llm.context_window - int(acfg["max_new_tokens"]) - int(acfg.get("context_margin", 256))
+        text = "\n".join(lines)
+        n = self.answer_llm.count_tokens([{"role": "user", "content": text}])
+        if n <= budget:
+            return text
+        # keep the most recent part of the dialogue that fits (token count ~ proportional to chars)
+        keep = max(1, int(len(lines) * budget / n))
+        while keep > 1:
+            cut = "\n".join(lines[-keep:])
+            if self.answer_llm.count_tokens([{"role": "user", "content": cut}]) <= budget:
+                break
+            keep = int(keep * 0.95)
+        log.warning(
+            "full-context: %s has %d tokens, the window allows %d; kept the last %d of %d lines",
+            conv.conversation_id, n, budget, keep, len(lines),
+        )
+        return "\n".join(lines[-keep:])
+
+
+def batched(items: list, size: int) -> Iterable[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -1,0 +1,1 @@
+"""End-to-end LoCoMo evaluation: the harness, the LLM judge and the reports."""

@@ -1,0 +1,394 @@
+"""`memr1 eval`: build the banks, answer, judge, score, and write a resumable output folder.
+
+Folder layout::
+
+    manifest.json        resolved config, seed, versions, data sha256, git commit (fingerprint checked on resume)
+    banks/               the Qdrant banks (two per conversation)
+    state/ingested-<conversation>.json   written atomically once a conversation's banks are complete
+    predictions.jsonl    one JSON line per question (appended per batch, fsynced)
+    summary.json / summary.md
+
+Resume: a conversation without its ingestion marker has its banks cleared and rebuilt; questions
+already in predictions.jsonl are not asked again; a half-written last line (a killed run) is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+#: config keys that must agree for a folder to be resumed
+FINGERPRINT_KEYS = (
+    "backbone", "split", "method", "conversations", "limit_questions", "manager", "answer",
+    "judge", "ingest", "answer_agent", "data_sha256", "llm",
+)
+
+
+class EvalFolderError(RuntimeError):
+    """An output folder that belongs to another configuration."""
+
+
+@dataclass
+class EvalRequest:
+    backbone: str = "smollm2-135m"
+    split: str = "val"
+    method: str = "memory-r1"
+    conversations: list[str] | None = None
+    limit_questions: int | None = None
+    manager: str | None = None  # checkpoint for the Memory Manager (and extractor)
+    answer: str | None = None  # checkpoint for the Answer Agent
+    judge: str | None = None  # None: the recipe's choice; "none"; "self"; a backbone alias/path
+    out: Path | None = None
+    data: Path | None = None
+    recipe: Path | None = None
+    overrides: list[str] = field(default_factory=list)
+    qdrant_url: str | None = None
+    show_progress: bool = True
+
+
+def atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_predictions(path: Path) -> list[dict]:
+    """Complete JSON lines; a torn last line (killed mid-write) is cut off the file."""
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    rows, good_end = [], 0
+    pos = 0
+    for line in raw.splitlines(keepends=True):
+        pos += len(line)
+        if not line.endswith(b"\n"):
+            break
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+        good_end = pos
+    if good_end != len(raw):
+        log.warning("dropping %d bytes of a half-written line at the end of %s", len(raw) - good_end, path)
+        with open(path, "r+b") as f:
+            f.truncate(good_end)
+    return rows
+
+
+def append_predictions(path: Path, rows: list[dict]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def package_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("memory-r1", "torch", "transformers", "qdrant-client", "sentence-transformers", "vllm", "verl"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def git_commit() -> str | None:
+    from memory_r1.data.paths import repo_root
+
+    try:
+        res = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True, text=True, timeout=5
+        )
+        if res.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo_root(),
+            capture_output=True, text=True, timeout=5,
+        ).stdout.strip()
+        return res.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def resolve_config(req: EvalRequest) -> dict:
+    from memory_r1.config import load_recipe, recipe_path
+
+    path = req.recipe or recipe_path(req.backbone, "eval")
+    cfg = load_recipe(path, req.overrides)
+    cfg["recipe_path"] = str(path)
+    cfg["backbone"] = req.backbone
+    cfg["split"] = req.split
+    cfg["method"] = req.method
+    cfg["conversations"] = req.conversations
+    cfg["limit_questions"] = req.limit_questions
+    cfg["manager"] = req.manager
+    cfg["answer"] = req.answer
+    # the recipe's "answer" section describes the Answer Agent's settings
+    cfg["answer_agent"] = cfg.pop("answer_agent", None) or {}
+    if req.judge is not None:
+        cfg["judge"] = {**cfg.get("judge", {}), "backend": req.judge}
+    if req.qdrant_url:
+        cfg.setdefault("store", {})["url"] = req.qdrant_url
+    return cfg
+
+
+def default_out_dir(cfg: dict) -> Path:
+    return Path("runs") / "eval" / f"{cfg['backbone']}-{cfg['method']}-{cfg['split']}"
+
+
+def check_or_write_manifest(out: Path, manifest: dict) -> None:
+    path = out / "manifest.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        diff = [
+            k for k in FINGERPRINT_KEYS
+            if json.dumps(old.get("config", {}).get(k), sort_keys=True)
+            != json.dumps(manifest["config"].get(k), sort_keys=True)
+        ]
+        if diff:
+            raise EvalFolderError(
+                f"{out} holds a run with another configuration (differs in: {', '.join(diff)}); "
+                "use another --out or delete the folder"
+            )
+        manifest = {**manifest, "started": old.get("started"), "resumed": old.get("resumed", 0) + 1}
+    atomic_write(path, json.dumps(manifest, indent=2))
+
+
+class _Progress:
+    """rich progress bars when asked for, no-ops otherwise."""
+
+    def __init__(self, enabled: bool):
+        self.bar = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                transient=False,
+            )
+
+    def __enter__(self):
+        if self.bar:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.__exit__(*exc)
+
+    def task(self, description: str, total: int):
+        if not self.bar:
+            return lambda n=1: None
+        tid = self.bar.add_task(description, total=total)
+        return lambda n=1: self.bar.advance(tid, n)
+
+
+def _data_sha(path: Path) -> str:
+    from memory_r1.data.paths import sha256_file
+
+    return sha256_file(path)
+
+
+def _open_store(cfg: dict, out: Path):
+    """The banks of this run: local mode under out/banks by default, or a Qdrant server by URL."""
+    from memory_r1.memory import BankFactory
+
+    scfg = cfg.get("store") or {}
+    url = scfg.get("url")
+    return BankFactory.open(
+        path=None if url else str(out / "banks"), url=url, backend=scfg.get("backend", "qdrant")
+    )
+
+
+def _load_llms(cfg: dict):
+    """(main LLM, manager LLM, answer LLM); checkpoints given by --manager/--answer load beside it."""
+    from memory_r1.llm import load_llm
+
+    lcfg = dict(cfg["llm"])
+    kind = lcfg.pop("backend", "hf")
+    main = load_llm(kind, cfg["backbone"], **lcfg)
+    manager = load_llm(kind, cfg["manager"], **lcfg) if cfg.get("manager") else main
+    answer = load_llm(kind, cfg["answer"], **lcfg) if cfg.get("answer") else main
+    return main, manager, answer
+
+
+def _load_judge(cfg: dict, main_llm, out: Path):
+    from memory_r1.agents.pipeline import sampling
+    from memory_r1.data.paths import cache_dir
+    from memory_r1.eval.judge import Judge, JudgeCache
+
+    jcfg = cfg.get("judge") or {}
+    backend = str(jcfg.get("backend", "none"))
+    if backend == "none":
+        return None, "none"
+    if backend == "self":
+        llm, name = main_llm, f"{main_llm.name} (same local backbone as the agents)"
+    elif backend.startswith("openai:"):
+        from memory_r1.llm import load_llm
+
+        # openai:MODEL@BASE_URL
+        model, _, url = backend[len("openai:"):].partition("@")
+        llm = load_llm("openai", model, base_url=url)
+        name = f"{model} @ {url}"
+    else:
+        from memory_r1.llm import load_llm
+
+        lcfg = dict(cfg["llm"])
+        kind = lcfg.pop("backend", "hf")
+        llm, name = load_llm(kind, backend, **lcfg), backend
+    cache = JudgeCache(Path(jcfg.get("cache") or cache_dir() / "judge" / "judgments.sqlite"))
+    return Judge(llm, sampling(jcfg), cache, model_name=llm.name), name
+
+
+def run_eval(req: EvalRequest) -> Path:
+    """Run (or resume) one evaluation; returns the output folder."""
+    import random
+
+    from memory_r1.agents.pipeline import Pipeline, batched, namespace, session_chunks
+    from memory_r1.data import load_split, resolve_locomo_path
+    from memory_r1.eval.judge import control_accuracy
+    from memory_r1.eval.report import summary_markdown, summary_table
+
+    cfg = resolve_config(req)
+    data_path = resolve_locomo_path(req.data)
+    cfg["data_sha256"] = _data_sha(data_path)
+    split = load_split(req.split, req.data, conversations=req.conversations)
+    out = Path(req.out or default_out_dir(cfg))
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "config": cfg,
+        "seed": cfg.get("seed", 0),
+        "data_path": str(data_path),
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "host": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    check_or_write_manifest(out, manifest)
+
+    seed = int(cfg.get("seed", 0))
+    random.seed(seed)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover
+        pass
+
+    # questions of this run (in split order, limited per conversation when asked)
+    plan: list[tuple] = []
+    for conv in split.conversations:
+        qs = [q for q in split.questions() if q.conversation_id == conv.conversation_id]
+        if req.limit_questions is not None:
+            qs = qs[: req.limit_questions]
+        plan.append((conv, qs))
+
+    preds_path = out / "predictions.jsonl"
+    done = {r["qid"] for r in read_predictions(preds_path)}
+    timings = {"load_s": 0.0, "ingest_s": 0.0, "answer_s": 0.0, "judge_s": 0.0}
+    t = time.perf_counter()
+    main_llm, manager_llm, answer_llm = _load_llms(cfg)
+    judge, judge_name = _load_judge(cfg, main_llm, out)
+    store = _open_store(cfg, out)
+    timings["load_s"] = time.perf_counter() - t
+    pipe = Pipeline(main_llm, store.bank, {"ingest": cfg.get("ingest", {}), "answer": cfg["answer_agent"]},
+                    method=req.method, manager_llm=manager_llm, answer_llm=answer_llm)
+    state = out / "state"
+    state.mkdir(exist_ok=True)
+    ingest_stats = {}
+    try:
+        with _Progress(req.show_progress) as progress:
+            pending = [c for c, qs in plan if not (state / f"ingested-{c.conversation_id}.json").exists()
+                       and any(q.qid not in done for q in qs)]
+            if pending and req.method != "full-context":
+                for conv in pending:  # a killed ingestion left partial banks: start them again
+                    for sp in conv.speakers:
+                        store.bank(namespace(conv.conversation_id, sp)).clear()
+                max_sessions = (cfg.get("ingest") or {}).get("max_sessions")
+                total = sum(len(t) for c in pending for _, t in session_chunks(c, 0, max_sessions))
+                step = progress.task("ingest turns", total)
+                t = time.perf_counter()
+                st = pipe.ingest(pending, on_step=step)
+                timings["ingest_s"] += time.perf_counter() - t
+                for conv in pending:
+                    atomic_write(state / f"ingested-{conv.conversation_id}.json",
+                                 json.dumps({"conversation": conv.conversation_id, "batch_stats": st.as_dict()}))
+            for c, _ in plan:
+                marker = state / f"ingested-{c.conversation_id}.json"
+                if marker.exists():
+                    ingest_stats[c.conversation_id] = json.loads(marker.read_text())["batch_stats"]
+
+            todo = [(c, [q for q in qs if q.qid not in done]) for c, qs in plan]
+            step = progress.task("answer questions", sum(len(qs) for _, qs in todo))
+            bs = int(cfg["answer_agent"].get("questions_per_batch", 16))
+            for conv, qs in todo:
+                for chunk in batched(qs, bs):
+                    t = time.perf_counter()
+                    rows = pipe.answer(conv, chunk)
+                    timings["answer_s"] += time.perf_counter() - t
+                    if judge is not None:
+                        t = time.perf_counter()
+                        js = judge.judge([(r["question"], r["gold"], r["prediction"]) for r in rows])
+                        timings["judge_s"] += time.perf_counter() - t
+                        for r, j in zip(rows, js):
+                            r["judge"] = j.correct
+                            r["judge_parsed"] = j.parsed
+                    else:
+                        for r in rows:
+                            r["judge"] = None
+                    append_predictions(preds_path, rows)
+                    step(len(rows))
+        records = [r for r in read_predictions(preds_path) if r["qid"] in {q.qid for _, qs in plan for q in qs}]
+        control = None
+        if judge is not None:
+            t = time.perf_counter()
+            control = control_accuracy(judge, records, int((cfg.get("judge") or {}).get("control_pairs", 20)))
+            timings["judge_s"] += time.perf_counter() - t
+    finally:
+        store.close()
+        if judge is not None:
+            judge.cache.close()
+
+    rows = summary_table(records)
+    n_unparsed_judge = sum(1 for r in records if r.get("judge") is not None and not r.get("judge_parsed", True))
+    summary = {
+        "backbone": cfg["backbone"], "method": req.method, "split": req.split,
+        "judge": judge_name, "questions": len(records), "rows": rows,
+        "answer_format_failures": sum(1 for r in records if not r.get("answer_format_ok", True)),
+        "judge_unparsed": n_unparsed_judge,
+        "judge_control": control,
+        "ingest": ingest_stats, "timings_s": {k: round(v, 2) for k, v in timings.items()},
+    }
+    atomic_write(out / "summary.json", json.dumps(summary, indent=2))
+    notes = [
+        f"backbone: {cfg['backbone']}; method: {req.method}; split: {req.split} "
+        f"({', '.join(split.conversation_ids)}); {len(records)} questions",
+        f"judge: {judge_name}" + (f" ({n_unparsed_judge} unreadable judge outputs scored WRONG)" if n_unparsed_judge else ""),
+        f"answers without an 'Answer:' line: {summary['answer_format_failures']}",
+    ]
+    if control:
+        notes.append(
+            f"judge check on {control['pairs']} known pairs: {control['accuracy']:.0f}% right (chance 50%; "
+            f"identical answers judged CORRECT {control['identical_judged_correct']:.0f}%, another question's "
+            f"answer judged WRONG {control['mismatched_judged_wrong']:.0f}%)"
+        )
+    atomic_write(out / "summary.md", summary_markdown(
+        rows, f"LoCoMo {req.split}: {cfg['backbone']} / {req.method}", notes))
+    log.info("wrote %s", out)
+    return out
