@@ -1,0 +1,1 @@
+"""Training: RL trainers for the Memory Manager and the Answer Agent (backends in :mod:`memory_r1.train.backends`)."""
