@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 run: setup
-	$(BIN)/memr1 data stats
+	$(BIN)/memr1 eval --backbone smollm2-135m --split val --out runs/eval/smollm2-135m-val
 
 test: setup
 	$(BIN)/pytest -q

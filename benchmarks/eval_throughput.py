@@ -1,0 +1,127 @@
+"""Throughput of `memr1 eval` on the CPU default: turns ingested per second, questions answered per
+minute, generated tokens per second, the share of wall time per stage, and generation speed beside
+this machine's compute floor (model FLOPs per token over a bf16 matmul rate measured in the same run).
+
+    python benchmarks/eval_throughput.py [--split val] [--limit-questions N] [--out benchmarks/results/eval_throughput.json]
+
+It also projects the full test split (5,094 turns, 1,307 questions) from the measured rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def bf16_matmul_gflops(n: int = 2048, reps: int = 5) -> float:
+    import torch
+
+    a = torch.randn(n, n, dtype=torch.bfloat16)
+    b = torch.randn(n, n, dtype=torch.bfloat16)
+    a @ b  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    dt = (time.perf_counter() - t0) / reps
+    return 2 * n**3 / dt / 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--backbone", default="smollm2-135m")
+    ap.add_argument("--limit-questions", type=int, default=None)
+    ap.add_argument("--judge", default=None, help="judge backend (default: the recipe's)")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "eval_throughput.json")
+    ap.add_argument("overrides", nargs="*", help="recipe overrides key=value")
+    args = ap.parse_args()
+
+    from memory_r1.data import load_split
+    from memory_r1.eval.runner import EvalRequest, read_predictions, run_eval
+
+    work = Path(tempfile.mkdtemp(prefix="memr1-bench-eval-"))
+    t0 = time.perf_counter()
+    try:
+        out = run_eval(EvalRequest(
+            backbone=args.backbone, split=args.split, limit_questions=args.limit_questions,
+            judge=args.judge, out=work / "run", overrides=args.overrides, show_progress=False,
+        ))
+        wall = time.perf_counter() - t0
+        summary = json.loads((out / "summary.json").read_text())
+        preds = read_predictions(out / "predictions.jsonl")
+        manifest = json.loads((out / "manifest.json").read_text())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    timings = summary["timings_s"]
+    ingest = list(summary["ingest"].values())[0] if summary["ingest"] else {}
+    turns = ingest.get("turns", 0)
+    gen_tokens = ingest.get("completion_tokens", 0) + sum(p["completion_tokens"] for p in preds)
+    prompt_tokens = ingest.get("prompt_tokens", 0) + sum(p["prompt_tokens"] for p in preds)
+    llm_s = timings["ingest_s"] + timings["answer_s"]
+    n_q = len(preds)
+
+    gflops = bf16_matmul_gflops()
+    from memory_r1.llm import load_llm  # parameter count of the backbone actually used
+
+    llm = load_llm("hf", args.backbone, dtype="bfloat16")
+    n_params = sum(p.numel() for p in llm.model.parameters())
+    llm.close()
+    flops_per_token = 2 * n_params
+    floor_tok_s = gflops * 1e9 / flops_per_token  # tokens/s if every matmul ran at the measured rate
+
+    split = load_split(args.split)
+    test = load_split("test").stats()
+    turns_per_s = turns / timings["ingest_s"] if timings["ingest_s"] else None
+    q_per_min = n_q / ((timings["answer_s"] + timings["judge_s"]) / 60) if n_q else None
+    projected = None
+    if turns_per_s and q_per_min:
+        projected = test["turns"] / turns_per_s + test["qa"] / q_per_min * 60 + timings["load_s"]
+
+    result = {
+        "benchmark": "eval_throughput",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
+        "versions": manifest["versions"],
+        "split": args.split,
+        "conversations": split.conversation_ids,
+        "questions": n_q,
+        "turns_ingested": turns,
+        "wall_s": round(wall, 1),
+        "stage_s": timings,
+        "stage_share": {k: round(v / wall, 3) for k, v in timings.items()},
+        "turns_per_s": turns_per_s and round(turns_per_s, 3),
+        "questions_per_min": q_per_min and round(q_per_min, 2),
+        "prompt_tokens": prompt_tokens,
+        "generated_tokens": gen_tokens,
+        "tokens_per_s_processed": round((prompt_tokens + gen_tokens) / llm_s, 1) if llm_s else None,
+        "generated_tokens_per_s": round(gen_tokens / llm_s, 2) if llm_s else None,
+        "compute_floor": {
+            "bf16_matmul_gflops": round(gflops, 1),
+            "params": n_params,
+            "flops_per_token": flops_per_token,
+            "floor_tokens_per_s": round(floor_tok_s, 1),
+            "share_of_floor": round((prompt_tokens + gen_tokens) / llm_s / floor_tok_s, 3) if llm_s else None,
+        },
+        "projected_test_split_s": projected and round(projected, 0),
+        "summary_rows": summary["rows"],
+        "ingest_stats": ingest,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: result[k] for k in ("wall_s", "stage_s", "turns_per_s", "questions_per_min",
+                                               "generated_tokens_per_s", "compute_floor", "projected_test_split_s")},
+                     indent=2))
+
+
+if __name__ == "__main__":
+    main()

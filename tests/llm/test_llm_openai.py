@@ -1,0 +1,251 @@
+"""OpenAI-compatible backend against a tiny chat-completions server run by the test on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from memory_r1.llm import LLM, LLMError, SamplingParams, load_llm
+from memory_r1.llm.openai_compat import OpenAICompatBackend, approx_token_count
+
+
+class FakeServer:
+    """Answers POST /v1/chat/completions with canned JSON echoing the last user message.
+
+    ``fail_first``: answer that many requests with ``fail_status`` first; ``delay``: seconds to wait
+    before answering; ``finish_reason``/``content`` override the canned answer."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        self.fail_first = 0
+        self.fail_status = 500
+        self.delay = 0.0
+        self.finish_reason = "stop"
+        self.content: str | None = None
+        self.usage = True
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep pytest output clean
+                pass
+
+            def do_POST(self):  # noqa: N802
+                n = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(n))
+                with server._lock:
+                    server.requests.append(body)
+                    server.headers.append(dict(self.headers))
+                    count = len(server.requests)
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    if server.delay:
+                        time.sleep(server.delay)
+                    if self.path != "/v1/chat/completions":
+                        return self._send(404, {"error": "not found"})
+                    if count <= server.fail_first:
+                        return self._send(server.fail_status, {"error": "boom"})
+                    last = body["messages"][-1]["content"]
+                    text = server.content if server.content is not None else f"echo: {last}"
+                    answer = {
+                        "id": f"cmpl-{count}",
+                        "object": "chat.completion",
+                        "model": body["model"],
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": text},
+                                "finish_reason": server.finish_reason,
+                            }
+                        ],
+                    }
+                    if server.usage:
+                        answer["usage"] = {
+                            "prompt_tokens": 10 + len(last),
+                            "completion_tokens": 3,
+                            "total_tokens": 13 + len(last),
+                        }
+                    self._send(200, answer)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+            def _send(self, status, payload):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05})
+        self.thread.daemon = True
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def server():
+    s = FakeServer()
+    yield s
+    s.stop()
+
+
+def _backend(server, **kw) -> OpenAICompatBackend:
+    kw.setdefault("backoff", 0.01)
+    kw.setdefault("timeout", 5.0)
+    kw.setdefault("trust_env", False)
+    return OpenAICompatBackend(server.base_url, "test-model", **kw)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_generate_keeps_order_and_sends_params(server):
+    convs = [[{"role": "user", "content": f"question {i}" + "x" * (i * 7 % 5)}] for i in range(7)]
+    with _backend(server, api_key="sekret", concurrency=3) as llm:
+        assert isinstance(llm, LLM)
+        gens = llm.generate(convs, SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=12, seed=5))
+    assert [g.text for g in gens] == [f"echo: {c[0]['content']}" for c in convs]
+    assert [g.prompt_tokens for g in gens] == [10 + len(c[0]["content"]) for c in convs]
+    assert all(g.completion_tokens == 3 and g.finish_reason == "stop" for g in gens)
+    assert len(server.requests) == 7
+    body = server.requests[0]
+    assert body["model"] == "test-model"
+    assert body["temperature"] == 0.7 and body["top_p"] == 0.9
+    assert body["max_tokens"] == 12 and body["seed"] == 5
+    assert "stop" not in body
+    assert server.headers[0]["Authorization"] == "Bearer sekret"
+    assert server.max_in_flight <= 3
+
+
+def test_concurrency_is_bounded_and_used(server):
+    server.delay = 0.15
+    convs = [[{"role": "user", "content": str(i)}] for i in range(6)]
+    with _backend(server, concurrency=2) as llm:
+        t0 = time.perf_counter()
+        llm.generate(convs, SamplingParams(max_new_tokens=4))
+        took = time.perf_counter() - t0
+    assert server.max_in_flight == 2
+    assert took < 6 * 0.15  # ran in parallel
+
+
+def test_stop_strings_sent_and_cut_client_side(server):
+    server.content = "first line\nsecond line"
+    with _backend(server) as llm:
+        (g,) = llm.generate([[{"role": "user", "content": "hi"}]], SamplingParams(stop=["\n"]))
+    assert server.requests[0]["stop"] == ["\n"]
+    assert g.text == "first line" and g.finish_reason == "stop"
+
+
+def test_length_finish_reason_and_missing_usage(server):
+    server.finish_reason = "length"
+    server.usage = False
+    conv = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "y" * 40}]
+    with _backend(server) as llm:
+        (g,) = llm.generate([conv], SamplingParams(max_new_tokens=3))
+    assert g.finish_reason == "length"
+    assert g.prompt_tokens == approx_token_count(conv)
+    assert g.extra.get("prompt_tokens_approx") is True
+    assert g.completion_tokens > 0
+
+
+def test_retries_on_500_then_succeeds(server):
+    server.fail_first = 2
+    with _backend(server, max_retries=3) as llm:
+        (g,) = llm.generate([[{"role": "user", "content": "retry me"}]], SamplingParams())
+    assert g.text == "echo: retry me"
+    assert len(server.requests) == 3
+
+
+def test_gives_up_after_max_retries(server):
+    server.fail_first = 100
+    with _backend(server, max_retries=2) as llm:
+        with pytest.raises(LLMError) as e:
+            llm.generate([[{"role": "user", "content": "x"}]], SamplingParams())
+    assert len(server.requests) == 3
+    msg = str(e.value)
+    assert server.base_url + "/v1/chat/completions" in msg
+    assert "HTTP 500" in msg and "3 attempts" in msg
+
+
+def test_client_error_is_not_retried(server):
+    server.fail_first = 100
+    server.fail_status = 400
+    with _backend(server, max_retries=3) as llm:
+        with pytest.raises(LLMError, match="HTTP 400"):
+            llm.generate([[{"role": "user", "content": "x"}]], SamplingParams())
+    assert len(server.requests) == 1
+
+
+def test_timeout_is_retried_then_reported(server):
+    server.delay = 0.5
+    with _backend(server, timeout=0.1, max_retries=1) as llm:
+        with pytest.raises(LLMError, match="timed out"):
+            llm.generate([[{"role": "user", "content": "slow"}]], SamplingParams())
+    time.sleep(0.5)  # let the handler threads finish before the server stops
+    assert len(server.requests) == 2
+
+
+def test_unreachable_server_names_the_url():
+    port = _free_port()
+    llm = OpenAICompatBackend(
+        f"http://127.0.0.1:{port}/v1", "m", max_retries=2, backoff=0.01, timeout=2.0, trust_env=False
+    )
+    t0 = time.perf_counter()
+    with pytest.raises(LLMError) as e:
+        llm.generate([[{"role": "user", "content": "anyone?"}]], SamplingParams())
+    llm.close()
+    assert time.perf_counter() - t0 < 10
+    msg = str(e.value)
+    assert f"http://127.0.0.1:{port}/v1/chat/completions" in msg
+    assert "after 3 attempts" in msg and "Connect" in msg
+
+
+def test_count_tokens_approximate_or_given():
+    conv = [{"role": "user", "content": "z" * 100}]
+    llm = OpenAICompatBackend("http://127.0.0.1:1", "m", trust_env=False)
+    assert llm.count_tokens(conv) == approx_token_count(conv) == 3 + 4 + 25
+    llm.close()
+    llm2 = OpenAICompatBackend("http://127.0.0.1:1", "m", token_counter=lambda m: 42, trust_env=False)
+    assert llm2.count_tokens(conv) == 42
+    llm2.close()
+    with pytest.raises(LLMError, match="closed"):
+        llm2.generate([conv], SamplingParams())
+
+
+def test_load_llm_openai_maps_alias_to_repo_id(server):
+    llm = load_llm("openai", "qwen2.5-7b", base_url=server.base_url + "/v1", trust_env=False)
+    try:
+        assert llm.name == "qwen2.5-7b" and llm.context_window == 32768
+        llm.generate([[{"role": "user", "content": "hi"}]], SamplingParams(max_new_tokens=2))
+    finally:
+        llm.close()
+    assert server.requests[0]["model"] == "Qwen/Qwen2.5-7B-Instruct"
+
+
+def test_load_llm_openai_needs_a_url(monkeypatch):
+    monkeypatch.delenv("MEMR1_LLM_BASE_URL", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(LLMError, match="base_url"):
+        load_llm("openai", "qwen2.5-7b")
