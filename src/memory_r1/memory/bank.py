@@ -1,0 +1,731 @@
+"""`MemoryBank`: a namespaced, persistent memory bank with mem0-style verbs and a full history.
+
+Storage layout (any `VectorStore`): per namespace two collections,
+
+* ``mr1_mem_<key>``  - one point per live memory: id = memory id (UUID4), the text's embedding,
+  payload ``{text, namespace, created_at, updated_at, timestamp, metadata, created_by}``;
+* ``mr1_hist_<key>`` - the sidecar: one point per memory that was ever updated or deleted (id =
+  memory id, a 1-d dummy vector) whose payload holds that memory's append-only event list, plus
+  one meta point (readable namespace, embedder, dim). History therefore lives in the same store as
+  the memories (local disk, server, edge) and survives DELETE, close and reopen.
+
+A memory's ADD event is implied by its own payload (text, created_at, created_by) until its first
+UPDATE or DELETE, which writes the sidecar point starting with that ADD event. So an ADD is one
+write (the memory point), an UPDATE or DELETE two: it halves the cost of adds, which dominate
+(qdrant-client local mode commits each point to sqlite separately).
+
+Every op validates and embeds *before* writing; if a later write fails, the earlier writes of the op
+are undone, so a failed op leaves the bank as it was. Times are ISO-8601 UTC strings from a
+process-wide strictly increasing clock, so `list()` (created_at, then id) is insertion order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+
+from memory_r1.memory.embedders import Embedder
+from memory_r1.memory.errors import EmbeddingError, MemoryStoreError, UnknownMemoryError
+from memory_r1.memory.naming import collection_name, is_collection_of_kind, validate_namespace
+from memory_r1.memory.store import Backend, StoredPoint, VectorStore, open_store
+from memory_r1.types import HistoryEvent, MemoryItem
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_FORMAT = "memory_r1.bank"
+SNAPSHOT_VERSION = 1
+#: Id of the meta point in a namespace's history collection (never a memory id: memory ids are UUID4).
+META_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "memory_r1/bank/meta"))
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+class _Clock:
+    """Strictly increasing ISO-8601 UTC timestamps (microseconds) across the whole process."""
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def now(self) -> str:
+        import time
+
+        with self._lock:
+            us = max(time.time_ns() // 1000, self._last + 1)
+            self._last = us
+        return (_EPOCH + timedelta(microseconds=us)).isoformat(timespec="microseconds")
+
+
+_CLOCK = _Clock()
+
+
+def utc_now() -> str:
+    """The bank clock's next timestamp, e.g. ``2025-01-31T12:00:00.000001+00:00``."""
+    return _CLOCK.now()
+
+
+# ------------------------------------------------------------------------------------ validation
+
+
+def _text(text: object, what: str = "text") -> str:
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be a str, got {type(text).__name__}")
+    if not text.strip():
+        raise ValueError(f"{what} must not be empty or whitespace")
+    return text
+
+
+def _str(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, got {type(value).__name__}")
+    return value
+
+
+def _actor(actor: object) -> str:
+    if not isinstance(actor, str) or not actor.strip():
+        raise ValueError(f"actor must be a non-empty str, got {actor!r}")
+    return actor
+
+
+def _metadata(md: object) -> dict:
+    if md is None:
+        return {}
+    if not isinstance(md, Mapping):
+        raise TypeError(f"metadata must be a dict, got {type(md).__name__}")
+    try:  # plain JSON only: it goes into a payload and into snapshots
+        return json.loads(json.dumps(dict(md), allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"metadata is not plain JSON: {exc}") from exc
+
+
+def _texts(texts: object, what: str = "texts") -> list:
+    if isinstance(texts, (str, bytes)):
+        raise TypeError(f"{what} must be a list of strings, not a single string")
+    return list(texts)  # type: ignore[call-overload]
+
+
+def _event(op: str, old: str | None, new: str | None, time: str, actor: str) -> dict:
+    return {"op": op, "old_text": old, "new_text": new, "time": time, "actor": actor}
+
+
+class MemoryBank:
+    """The memories of one namespace (e.g. ``conv-26/Caroline``) in a vector store.
+
+    Ops never see or touch another namespace's memories: an id from another namespace is unknown.
+    Thread-safe within a process (one lock per bank).
+    """
+
+    def __init__(
+        self,
+        store: VectorStore,
+        embedder: Embedder,
+        namespace: str,
+        *,
+        owns_store: bool = False,
+    ) -> None:
+        self._namespace = validate_namespace(namespace)
+        self._store = store
+        self._embedder = embedder
+        self._dim = int(embedder.dim)
+        self._owns_store = owns_store
+        self._mem = collection_name(namespace, "mem")
+        self._hist = collection_name(namespace, "hist")
+        self._lock = threading.RLock()
+        self._closed = False
+        self._ensure_collections()
+
+    # ------------------------------------------------------------------------------ properties
+    @property
+    def namespace(self) -> str:
+        return self._namespace
+
+    @property
+    def store(self) -> VectorStore:
+        return self._store
+
+    @property
+    def embedder(self) -> Embedder:
+        return self._embedder
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def collections(self) -> tuple[str, str]:
+        """(memory collection, history collection) names in the store."""
+        return (self._mem, self._hist)
+
+    # ------------------------------------------------------------------------------ plumbing
+    def _meta_payload(self) -> dict:
+        return {
+            "kind": "meta",
+            "namespace": self._namespace,
+            "embedder": self._embedder.name,
+            "dim": self._dim,
+            "format_version": SNAPSHOT_VERSION,
+        }
+
+    def _ensure_collections(self) -> None:
+        self._store.create_collection(self._mem, self._dim, distance="cosine")
+        self._store.create_collection(self._hist, 1, distance="dot")
+        meta = self._store.retrieve(self._hist, [META_ID])
+        if not meta:
+            self._store.upsert(self._hist, [META_ID], np.ones((1, 1), np.float32), [self._meta_payload()])
+            return
+        m = meta[0].payload
+        if m.get("namespace") != self._namespace:
+            raise MemoryStoreError(
+                f"collection {self._hist} at {self._store.location} belongs to namespace "
+                f"{m.get('namespace')!r}, not {self._namespace!r}"
+            )
+        if int(m.get("dim", self._dim)) != self._dim:
+            raise MemoryStoreError(
+                f"namespace {self._namespace!r} at {self._store.location} holds {m.get('dim')}-d vectors "
+                f"({m.get('embedder')}); the embedder {self._embedder.name} makes {self._dim}-d ones"
+            )
+        if m.get("embedder") != self._embedder.name:
+            log.warning(
+                "namespace %r was embedded with %s, now searched with %s",
+                self._namespace, m.get("embedder"), self._embedder.name,
+            )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise MemoryStoreError(f"bank {self._namespace!r} is closed")
+
+    def _id(self, memory_id: object) -> str:
+        if isinstance(memory_id, uuid.UUID):
+            mid = str(memory_id)
+        elif isinstance(memory_id, str):
+            try:
+                mid = str(uuid.UUID(memory_id.strip()))
+            except ValueError:
+                raise UnknownMemoryError(memory_id, self._namespace) from None
+        else:
+            raise UnknownMemoryError(repr(memory_id), self._namespace)
+        if mid == META_ID:
+            raise UnknownMemoryError(memory_id if isinstance(memory_id, str) else mid, self._namespace)
+        return mid
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        vecs = np.asarray(self._embedder.embed(texts), dtype=np.float32)
+        if vecs.shape != (len(texts), self._dim):
+            raise EmbeddingError(
+                f"{self._embedder.name} returned shape {vecs.shape} for {len(texts)} texts (dim {self._dim})"
+            )
+        if not np.isfinite(vecs).all():
+            raise EmbeddingError(f"{self._embedder.name} returned non-finite values")
+        return vecs
+
+    def _item(self, p: StoredPoint) -> MemoryItem:
+        pl = p.payload
+        return MemoryItem(
+            id=p.id,
+            text=pl["text"],
+            namespace=self._namespace,
+            created_at=pl.get("created_at", ""),
+            updated_at=pl.get("updated_at", ""),
+            timestamp=pl.get("timestamp", ""),
+            metadata=pl.get("metadata") or {},
+            score=p.score,
+        )
+
+    def _fetch(self, mid: str, *, with_vectors: bool = False) -> StoredPoint:
+        pts = self._store.retrieve(self._mem, [mid], with_vectors=with_vectors)
+        if not pts:
+            raise UnknownMemoryError(mid, self._namespace)
+        return pts[0]
+
+    @staticmethod
+    def _implied_add(payload: dict) -> dict:
+        """The ADD event of a memory that has no sidecar history point yet."""
+        return _event("ADD", None, payload["text"], payload.get("created_at", ""), payload.get("created_by", "user"))
+
+    def _append_history(self, mid: str, event: dict, current: dict) -> None:
+        """Append one event to a memory's history; `current` is the memory's payload before the op
+        (its implied ADD event opens the history if the memory has no sidecar point yet)."""
+        pts = self._store.retrieve(self._hist, [mid])
+        events = list(pts[0].payload.get("events", [])) if pts else [self._implied_add(current)]
+        events.append(event)
+        self._write_history({mid: events})
+
+    def _write_history(self, events: dict[str, list[dict]]) -> None:
+        ids = list(events)
+        if ids:
+            payloads = [{"kind": "history", "memory_id": mid, "events": events[mid]} for mid in ids]
+            self._store.upsert(self._hist, ids, np.ones((len(ids), 1), np.float32), payloads)
+
+    def _undo(self, *steps: Callable[[], object]) -> None:
+        for step in steps:
+            try:
+                step()
+            except Exception:
+                log.exception("undo of a failed op on bank %r failed; the bank may be inconsistent", self._namespace)
+
+    # ------------------------------------------------------------------------------ verbs
+    def add(
+        self,
+        text: str,
+        *,
+        timestamp: str = "",
+        metadata: dict | None = None,
+        actor: str = "user",
+    ) -> MemoryItem:
+        """Store a new memory; returns it (with its new UUID id)."""
+        return self.add_many([text], timestamps=[timestamp], metadatas=[metadata], actor=actor)[0]
+
+    def add_many(
+        self,
+        texts: Sequence[str],
+        timestamps: Sequence[str] | None = None,
+        metadatas: Sequence[dict | None] | None = None,
+        *,
+        actor: str = "user",
+    ) -> list[MemoryItem]:
+        """Store several memories with one batched embedding call; all or nothing."""
+        items = _texts(texts)
+        n = len(items)
+        for i, t in enumerate(items):
+            _text(t, f"texts[{i}]")
+        stamps = [""] * n if timestamps is None else [_str(t, "timestamp") for t in _texts(timestamps, "timestamps")]
+        mds = [{} for _ in range(n)] if metadatas is None else [_metadata(m) for m in _texts(metadatas, "metadatas")]
+        if len(stamps) != n or len(mds) != n:
+            raise ValueError(f"{n} texts but {len(stamps)} timestamps and {len(mds)} metadatas")
+        _actor(actor)
+        self._check_open()
+        if n == 0:
+            return []
+        vecs = self._embed(items)
+        with self._lock:
+            self._check_open()
+            ids = [str(uuid.uuid4()) for _ in range(n)]
+            times = [_CLOCK.now() for _ in range(n)]
+            payloads = [
+                {
+                    "text": t,
+                    "namespace": self._namespace,
+                    "created_at": tm,
+                    "updated_at": tm,
+                    "timestamp": ts,
+                    "metadata": md,
+                    "created_by": actor,
+                }
+                for t, tm, ts, md in zip(items, times, stamps, mds, strict=True)
+            ]
+            try:
+                self._store.upsert(self._mem, ids, vecs, payloads)  # the ADD events are implied
+            except BaseException:
+                self._undo(lambda: self._store.delete(self._mem, ids))  # a server may have taken some chunks
+                raise
+        return [self._item(StoredPoint(mid, pl)) for mid, pl in zip(ids, payloads, strict=True)]
+
+    def update(
+        self,
+        memory_id: str,
+        text: str,
+        *,
+        actor: str = "user",
+        timestamp: str | None = None,
+        metadata: dict | None = None,
+    ) -> MemoryItem:
+        """Replace a memory's text (re-embedded; `timestamp`/`metadata` replaced when given).
+        Unknown id -> UnknownMemoryError; either way a failure leaves the old memory in place."""
+        text = _text(text)
+        _actor(actor)
+        if timestamp is not None:
+            _str(timestamp, "timestamp")
+        md = _metadata(metadata) if metadata is not None else None
+        mid = self._id(memory_id)
+        with self._lock:
+            self._check_open()
+            old = self._fetch(mid, with_vectors=True)
+            old_text = old.payload["text"]
+            if text == old_text and old.vector is not None:
+                vec = old.vector[None, :]
+            else:
+                vec = self._embed([text])
+            now = _CLOCK.now()
+            payload = {**old.payload, "text": text, "namespace": self._namespace, "updated_at": now}
+            if timestamp is not None:
+                payload["timestamp"] = timestamp
+            if md is not None:
+                payload["metadata"] = md
+            try:
+                self._store.upsert(self._mem, [mid], vec, [payload])
+                self._append_history(mid, _event("UPDATE", old_text, text, now, actor), old.payload)
+            except BaseException:
+                if old.vector is not None:
+                    self._undo(lambda: self._store.upsert(self._mem, [mid], old.vector[None, :], [old.payload]))
+                raise
+        return self._item(StoredPoint(mid, payload))
+
+    def delete(self, memory_id: str, *, actor: str = "user") -> MemoryItem:
+        """Remove a memory (its history stays); returns what was deleted."""
+        _actor(actor)
+        mid = self._id(memory_id)
+        with self._lock:
+            self._check_open()
+            old = self._fetch(mid, with_vectors=True)
+            now = _CLOCK.now()
+            try:
+                self._store.delete(self._mem, [mid])
+                self._append_history(mid, _event("DELETE", old.payload["text"], None, now, actor), old.payload)
+            except BaseException:
+                if old.vector is not None:
+                    self._undo(lambda: self._store.upsert(self._mem, [mid], old.vector[None, :], [old.payload]))
+                raise
+        return self._item(old)
+
+    def get(self, memory_id: str) -> MemoryItem:
+        mid = self._id(memory_id)
+        self._check_open()
+        return self._item(self._fetch(mid))
+
+    def __contains__(self, memory_id: object) -> bool:
+        try:
+            mid = self._id(memory_id)
+        except UnknownMemoryError:
+            return False
+        return bool(self._store.retrieve(self._mem, [mid]))
+
+    def search(self, query: str, k: int = 10) -> list[MemoryItem]:
+        """The k memories closest to `query` (cosine similarity in `score`), best first."""
+        query = _text(query, "query")
+        self._check_open()
+        if k <= 0:
+            return []
+        vec = self._embed([query])[0]
+        return [self._item(p) for p in self._store.search(self._mem, vec, int(k))]
+
+    def search_many(self, queries: Sequence[str], k: int = 10) -> list[list[MemoryItem]]:
+        """`search` for several queries, with one batched embedding call and one batched store query."""
+        qs = _texts(queries, "queries")
+        for i, q in enumerate(qs):
+            _text(q, f"queries[{i}]")
+        self._check_open()
+        if not qs:
+            return []
+        if k <= 0:
+            return [[] for _ in qs]
+        vecs = self._embed(qs)
+        return [[self._item(p) for p in hits] for hits in self._store.search_batch(self._mem, vecs, int(k))]
+
+    def list(self) -> list[MemoryItem]:
+        """Every live memory, oldest first (created_at, then id)."""
+        self._check_open()
+        items = [self._item(p) for p in self._store.scroll(self._mem)]
+        items.sort(key=lambda m: (m.created_at, m.id))
+        return items
+
+    def history(self, memory_id: str) -> list[HistoryEvent]:
+        """A memory's events, oldest first; still there after it is deleted."""
+        mid = self._id(memory_id)
+        self._check_open()
+        pts = self._store.retrieve(self._hist, [mid])
+        if pts:
+            events = pts[0].payload.get("events", [])
+        else:
+            mem = self._store.retrieve(self._mem, [mid])
+            if not mem:
+                raise UnknownMemoryError(mid, self._namespace)
+            events = [self._implied_add(mem[0].payload)]
+        return [HistoryEvent(memory_id=mid, **e) for e in events]
+
+    def all_history(self) -> list[HistoryEvent]:
+        """Every event of the namespace, in time order."""
+        with self._lock:
+            self._check_open()
+            return [HistoryEvent(**e) for e in self._history_dicts(list(self._store.scroll(self._mem)))]
+
+    def _history_dicts(self, mem_points: list[StoredPoint]) -> list[dict]:
+        per_id: dict[str, list[dict]] = {}
+        for p in self._store.scroll(self._hist):
+            if p.payload.get("kind") == "history":
+                per_id[p.id] = list(p.payload.get("events", []))
+        for p in mem_points:
+            if p.id not in per_id:
+                per_id[p.id] = [self._implied_add(p.payload)]
+        rows = [
+            (e.get("time", ""), mid, j, {"memory_id": mid, **e})
+            for mid, events in per_id.items()
+            for j, e in enumerate(events)
+        ]
+        rows.sort(key=lambda r: r[:3])
+        return [r[3] for r in rows]
+
+    def __len__(self) -> int:
+        self._check_open()
+        return self._store.count(self._mem)
+
+    # ------------------------------------------------------------------------------ snapshots
+    def snapshot(self, *, include_vectors: bool = False) -> dict:
+        """The whole bank as plain JSON-able data (memories in `list()` order, history in time
+        order); vectors as lists of floats when `include_vectors`."""
+        with self._lock:
+            self._check_open()
+            pts = list(self._store.scroll(self._mem, with_vectors=include_vectors))
+            history = self._history_dicts(pts)
+        pts.sort(key=lambda p: (p.payload.get("created_at", ""), p.id))
+        memories = []
+        for p in pts:
+            pl = p.payload
+            m = {
+                "id": p.id,
+                "text": pl["text"],
+                "created_at": pl.get("created_at", ""),
+                "updated_at": pl.get("updated_at", ""),
+                "timestamp": pl.get("timestamp", ""),
+                "metadata": pl.get("metadata") or {},
+            }
+            if include_vectors and p.vector is not None:
+                m["vector"] = [float(x) for x in p.vector]
+            memories.append(m)
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "version": SNAPSHOT_VERSION,
+            "namespace": self._namespace,
+            "embedder": self._embedder.name,
+            "dim": self._dim,
+            "memories": memories,
+            "history": history,
+        }
+
+    def _prepare_restore(self, snap: Mapping) -> tuple[list[str], np.ndarray, list[dict], dict[str, list[dict]]]:
+        if not isinstance(snap, Mapping):
+            raise TypeError(f"snapshot must be a dict, got {type(snap).__name__}")
+        if snap.get("format") != SNAPSHOT_FORMAT:
+            raise ValueError(f"not a memory bank snapshot (format {snap.get('format')!r})")
+        if snap.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"unsupported snapshot version {snap.get('version')!r}")
+        reuse = snap.get("dim") == self._dim and snap.get("embedder") in (None, self._embedder.name)
+        ids: list[str] = []
+        seen: set[str] = set()
+        payloads: list[dict] = []
+        vecs: list[np.ndarray | None] = []
+        for i, m in enumerate(snap.get("memories") or []):
+            if not isinstance(m, Mapping):
+                raise ValueError(f"memories[{i}] is not a dict")
+            try:
+                mid = self._id(m.get("id"))
+            except UnknownMemoryError:
+                raise ValueError(f"memories[{i}].id {m.get('id')!r} is not a memory id") from None
+            if mid in seen:
+                raise ValueError(f"duplicate memory id {mid} in snapshot")
+            seen.add(mid)
+            ids.append(mid)
+            payloads.append(
+                {
+                    "text": _text(m.get("text"), f"memories[{i}].text"),
+                    "namespace": self._namespace,
+                    "created_at": _str(m.get("created_at", ""), "created_at"),
+                    "updated_at": _str(m.get("updated_at", ""), "updated_at"),
+                    "timestamp": _str(m.get("timestamp", ""), "timestamp"),
+                    "metadata": _metadata(m.get("metadata")),
+                }
+            )
+            v = m.get("vector") if reuse else None
+            if v is not None:
+                v = np.asarray(v, dtype=np.float32)
+                if v.shape != (self._dim,) or not np.isfinite(v).all():
+                    raise ValueError(f"memories[{i}].vector is not a finite {self._dim}-d vector")
+            vecs.append(v)
+        events: dict[str, list[dict]] = {}
+        for j, e in enumerate(snap.get("history") or []):
+            ev = HistoryEvent.model_validate(e)
+            try:
+                mid = self._id(ev.memory_id)
+            except UnknownMemoryError:
+                raise ValueError(f"history[{j}].memory_id {ev.memory_id!r} is not a memory id") from None
+            events.setdefault(mid, []).append(_event(ev.op, ev.old_text, ev.new_text, ev.time, ev.actor))
+        for mid, pl in zip(ids, payloads, strict=True):
+            evs = events.setdefault(mid, [])  # explicit (maybe empty) history for every memory
+            adds = [e for e in evs if e["op"] == "ADD"]
+            pl["created_by"] = adds[0]["actor"] if adds else "user"
+        todo = [i for i, v in enumerate(vecs) if v is None]
+        mat = np.zeros((len(ids), self._dim), dtype=np.float32)
+        if todo:
+            mat[todo] = self._embed([payloads[i]["text"] for i in todo])
+        for i, v in enumerate(vecs):
+            if v is not None:
+                norm = float(np.linalg.norm(v))
+                mat[i] = v / norm if norm > 0 and not math.isclose(norm, 1.0, rel_tol=1e-5) else v
+        return ids, mat, payloads, events
+
+    def _write_all(self, ids: list[str], mat: np.ndarray, payloads: list[dict], events: dict[str, list[dict]]) -> None:
+        self._store.drop_collection(self._mem)
+        self._store.drop_collection(self._hist)
+        self._ensure_collections()
+        if ids:
+            self._store.upsert(self._mem, ids, mat, payloads)
+        self._write_history(events)
+
+    def restore(self, snapshot: Mapping) -> None:
+        """Replace the bank's content with a snapshot's, exactly: same ids, texts, times, metadata
+        and history (memories re-embedded where the snapshot has no usable vectors). A snapshot
+        taken in another namespace may be restored; its memories then belong to this one. The
+        snapshot is fully validated (and embedded) first; if writing fails the old content is put
+        back."""
+        ids, mat, payloads, events = self._prepare_restore(snapshot)
+        with self._lock:
+            self._check_open()
+            old_pts = list(self._store.scroll(self._mem, with_vectors=True))
+            old_hist = [p for p in self._store.scroll(self._hist) if p.payload.get("kind") == "history"]
+            try:
+                self._write_all(ids, mat, payloads, events)
+            except BaseException:
+                log.error("restore of bank %r failed; putting the previous content back", self._namespace)
+                old_mat = (
+                    np.stack([p.vector for p in old_pts]) if old_pts else np.zeros((0, self._dim), np.float32)
+                )
+                self._undo(
+                    lambda: self._write_all(
+                        [p.id for p in old_pts],
+                        old_mat,
+                        [p.payload for p in old_pts],
+                        {p.id: list(p.payload.get("events", [])) for p in old_hist},
+                    )
+                )
+                raise
+        log.info("restored bank %r: %d memories, %d with history", self._namespace, len(ids), len(events))
+
+    def clear(self) -> None:
+        """Remove every memory *and* the history: the namespace starts afresh."""
+        with self._lock:
+            self._check_open()
+            self._write_all([], np.zeros((0, self._dim), np.float32), [], {})
+
+    # ------------------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        """Close the bank (and its store, when the bank opened it)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_store:
+            self._store.close()
+
+    def __enter__(self) -> MemoryBank:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"MemoryBank(namespace={self._namespace!r}, store={self._store!r})"
+
+
+# ============================================================================ factory / helpers
+
+
+def _default_embedder() -> Embedder:
+    from memory_r1.memory.embedders import MiniLMEmbedder
+
+    return MiniLMEmbedder()
+
+
+class BankFactory:
+    """Hands out one `MemoryBank` per namespace, all sharing one store (client) and one embedder.
+
+    >>> f = BankFactory.open(path=":memory:")
+    >>> f.bank("conv-26/Caroline") is f["conv-26/Caroline"]
+    True
+    >>> f.namespaces()
+    ['conv-26/Caroline']
+    >>> f.close()
+    """
+
+    def __init__(self, store: VectorStore, embedder: Embedder | None = None, *, owns_store: bool = False) -> None:
+        self.store = store
+        self.embedder = embedder if embedder is not None else _default_embedder()
+        self._owns_store = owns_store
+        self._banks: dict[str, MemoryBank] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        path: str | None = None,
+        url: str | None = None,
+        backend: Backend = "qdrant",
+        embedder: Embedder | None = None,
+        **store_kwargs: Any,
+    ) -> BankFactory:
+        """A factory over a new store handle, which it closes on `close()`."""
+        return cls(open_store(path, url=url, backend=backend, **store_kwargs), embedder, owns_store=True)
+
+    def bank(self, namespace: str) -> MemoryBank:
+        validate_namespace(namespace)
+        with self._lock:
+            if self._closed:
+                raise MemoryStoreError("BankFactory is closed")
+            b = self._banks.get(namespace)
+            if b is None:
+                b = self._banks[namespace] = MemoryBank(self.store, self.embedder, namespace)
+            return b
+
+    __getitem__ = bank
+
+    def namespaces(self) -> list[str]:
+        """Every namespace with a bank in the store (read from the banks' meta records)."""
+        out = []
+        for name in self.store.list_collections():
+            if is_collection_of_kind(name, "hist"):
+                meta = self.store.retrieve(name, [META_ID])
+                if meta and meta[0].payload.get("namespace"):
+                    out.append(meta[0].payload["namespace"])
+        return sorted(out)
+
+    def drop(self, namespace: str) -> None:
+        """Delete a namespace's memories and history from the store."""
+        with self._lock:
+            b = self._banks.pop(namespace, None)
+            if b is not None:
+                b.close()
+            self.store.drop_collection(collection_name(namespace, "mem"))
+            self.store.drop_collection(collection_name(namespace, "hist"))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for b in self._banks.values():
+                b.close()
+            self._banks.clear()
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> BankFactory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_bank(
+    namespace: str,
+    *,
+    path: str | None = None,
+    url: str | None = None,
+    backend: Backend = "qdrant",
+    embedder: Embedder | None = None,
+    **store_kwargs: Any,
+) -> MemoryBank:
+    """One bank on its own store handle (closed with the bank). `path` is a folder,
+    ``":memory:"``, or None for the default folder; `url` a Qdrant server (qdrant backend only).
+    Banks opened on the same local path in one process share the underlying client."""
+    store = open_store(path, url=url, backend=backend, **store_kwargs)
+    try:
+        return MemoryBank(store, embedder if embedder is not None else _default_embedder(), namespace, owns_store=True)
+    except BaseException:
+        store.close()
+        raise
