@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import hashlib
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memory_r1.backbones import DEFAULT_BACKBONE, ResolvedBackbone, resolve_backbone
+from memory_r1.data.paths import cache_dir, sha256_file
 from memory_r1.llm.base import (
     ClosingMixin,
     Conversation,
@@ -60,17 +60,8 @@ _STALE_TMP_SECONDS = 6 * 3600
 
 
 def models_cache_root() -> Path:
-    from memory_r1.data.paths import cache_dir
 
     return cache_dir() / "models"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def gguf_sha256(path: Path, cache_root: Path | None = None) -> str:
@@ -84,7 +75,7 @@ def gguf_sha256(path: Path, cache_root: Path | None = None) -> str:
         table = json.loads(memo.read_text())
         if key in table:
             return table[key]
-    digest = _sha256(path)
+    digest = sha256_file(path)
     table[key] = digest
     with contextlib.suppress(OSError):
         root.mkdir(parents=True, exist_ok=True)
