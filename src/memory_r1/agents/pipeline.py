@@ -55,6 +55,7 @@ class IngestStats:
     extraction_calls: int = 0
     extraction_unparsed: int = 0
     facts: int = 0
+    facts_known: int = 0  # facts already stored verbatim, not sent to the manager (skip_known_facts)
     manager_calls: int = 0
     manager_unparsed: int = 0
     manager_invalid_ids: int = 0
@@ -67,6 +68,10 @@ class IngestStats:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
 
 
 def session_chunks(
@@ -136,6 +141,7 @@ class Pipeline:
         related_k = int(icfg["manager"]["related_k"])
         max_related = int(icfg["manager"]["max_related"])
         max_facts = int(icfg["manager"].get("max_facts_per_call", 12))
+        skip_known = bool(icfg["manager"].get("skip_known_facts", False))
         chunks = {
             c.conversation_id: session_chunks(c, int(icfg.get("turns_per_chunk", 0)), icfg.get("max_sessions"))
             for c in conversations
@@ -164,6 +170,11 @@ class Pipeline:
                 bucket += [f for f in parsed.facts if f not in bucket]
             todo = []
             for ns, (date, facts) in facts_by_ns.items():
+                if skip_known and facts:
+                    held = {_norm(m.text) for m in self.bank_for(ns).list()}
+                    known = [f for f in facts if _norm(f) in held]
+                    stats.facts_known += len(known)
+                    facts = [f for f in facts if _norm(f) not in held]
                 for i in range(0, len(facts), max_facts):
                     todo.append((ns, date, facts[i : i + max_facts]))
             stats.facts += sum(len(f) for _, _, f in todo)
