@@ -239,16 +239,131 @@ def _one_line(exc: BaseException) -> str:
     return msg if type(exc).__module__.startswith("memory_r1") else f"{type(exc).__name__}: {msg}"
 
 
+TRAIN_ALGOS = ("grpo", "ppo")
+
+
+def _train(stage: str, backbone: str, algo: str, recipe: Optional[Path], manager: Optional[str],
+           banks: Optional[Path], init: Optional[str], out: Optional[Path], resume: bool,
+           ray_address: Optional[str], data: Optional[Path], dry_run: bool, overrides: Optional[list[str]]) -> None:
+    """Shared body of `memr1 train answer|manager`."""
+    if algo not in TRAIN_ALGOS:
+        fail(f"unknown algo {algo!r}; choose from {', '.join(TRAIN_ALGOS)}")
+    if banks is not None and stage != "answer":
+        fail("--banks gives pre-built banks to the answer stage only")
+    from memory_r1.train.runner import TrainRequest, run_training
+
+    req = TrainRequest(
+        stage=stage, backbone=backbone, algo=algo, recipe=recipe, manager=manager, banks=banks, init=init,
+        out=out, resume=resume, ray_address=ray_address, overrides=list(overrides or []), data=data,
+        dry_run=dry_run,
+    )
+    try:
+        result = run_training(req)
+    except Exception as exc:  # noqa: BLE001 - one clear line (traceback with --debug)
+        if _State.debug:
+            raise
+        fail(_one_line(exc))
+    if result.dry_run:
+        typer.echo(f"dry run: episodes, recipe and verl config written to {result.out}")
+        return
+    steps = ", ".join(f"{s:.1f}" for s in result.step_seconds)
+    typer.echo(f"trained {stage}/{algo} on {backbone}: {result.steps} steps in {result.seconds:.0f} s (s/step: {steps})")
+    for key, st in result.rewards.items():
+        typer.echo(f"  {key}: {st['scored']} completions, {st['unparsed']} unparseable, mean {st['reward']} {st['mean_score']}")
+    if result.hf_checkpoint is None:
+        fail(f"no HF checkpoint was written under {result.out / 'checkpoints'}", code=1)
+    flag = "--answer" if stage == "answer" else "--manager"
+    typer.echo(f"hf checkpoint: {result.hf_checkpoint}")
+    typer.echo(f"evaluate with: memr1 eval --backbone {backbone} {flag} {result.hf_checkpoint}")
+
+
+_Backbone = Annotated[str, typer.Option("--backbone", help="Backbone alias or model path.")]
+_Algo = Annotated[str, typer.Option("--algo", help="grpo or ppo.")]
+_Recipe = Annotated[Optional[Path], typer.Option("--recipe", help="Recipe YAML (default recipes/B/STAGE/ALGO.yaml).")]
+_Manager = Annotated[
+    Optional[str], typer.Option("--manager", help="Memory Manager checkpoint that builds the banks (episodes.source=pipeline).")
+]
+_Init = Annotated[Optional[str], typer.Option("--init", help="Policy checkpoint to start from (default: the backbone).")]
+_Out = Annotated[Optional[Path], typer.Option("--out", help="Output folder (default runs/train/B-STAGE-ALGO).")]
+_Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint.")]
+_Ray = Annotated[Optional[str], typer.Option("--ray-address", help="Join an existing Ray cluster (ray://... or HOST:PORT).")]
+_Dry = Annotated[bool, typer.Option("--dry-run", help="Build episodes and check verl's config; do not train.")]
+_Overrides = Annotated[
+    Optional[list[str]],
+    typer.Argument(help="Overrides key=value (recipe keys, or verl.<verl key>=value)."),
+]
+
+
 @train_app.command("answer")
-def train_answer() -> None:
-    """Train the Answer Agent (not available yet: RL training lands with issue #4)."""
-    fail("RL training is not available in this version yet (tracked in issue #4)")
+def train_answer(
+    backbone: _Backbone = "smollm2-135m",
+    algo: _Algo = "grpo",
+    recipe: _Recipe = None,
+    manager: _Manager = None,
+    banks: Annotated[
+        Optional[Path], typer.Option("--banks", help="Pre-built banks folder, e.g. an eval run's banks/.")
+    ] = None,
+    init: _Init = None,
+    out: _Out = None,
+    resume: _Resume = False,
+    ray_address: _Ray = None,
+    data: DataOpt = None,
+    dry_run: _Dry = False,
+    overrides: _Overrides = None,
+) -> None:
+    """Train the Answer Agent with RL (verl): episodes from the train split, held-out val, HF checkpoint."""
+    _train("answer", backbone, algo, recipe, manager, banks, init, out, resume, ray_address, data, dry_run, overrides)
 
 
 @train_app.command("manager")
-def train_manager() -> None:
-    """Train the Memory Manager (not available yet: RL training lands with issue #4)."""
-    fail("RL training is not available in this version yet (tracked in issue #4)")
+def train_manager(
+    backbone: _Backbone = "smollm2-135m",
+    algo: _Algo = "grpo",
+    recipe: _Recipe = None,
+    manager: _Manager = None,
+    init: _Init = None,
+    out: _Out = None,
+    resume: _Resume = False,
+    ray_address: _Ray = None,
+    data: DataOpt = None,
+    dry_run: _Dry = False,
+    overrides: _Overrides = None,
+) -> None:
+    """Train the Memory Manager with RL (verl): one episode per evidence turn, frozen Answer Agent reward."""
+    _train("manager", backbone, algo, recipe, manager, None, init, out, resume, ray_address, data, dry_run, overrides)
+
+
+@train_app.command("loop")
+def train_loop(
+    backbone: _Backbone = "smollm2-135m",
+    algo: _Algo = "grpo",
+    rounds: Annotated[int, typer.Option("--rounds", help="Rounds of manager -> banks -> answer -> eval.")] = 1,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default runs/loop/B-ALGO).")] = None,
+    ray_address: _Ray = None,
+    judge: Annotated[Optional[str], typer.Option("--judge", help="Judge of the per-round eval (see memr1 eval).")] = None,
+    data: DataOpt = None,
+    overrides: _Overrides = None,
+) -> None:
+    """Alternate the stages: per round, train the Memory Manager, rebuild the banks with it, train
+    the Answer Agent on them, evaluate both on val (each round in its own folder; reruns resume)."""
+    if algo not in TRAIN_ALGOS:
+        fail(f"unknown algo {algo!r}; choose from {', '.join(TRAIN_ALGOS)}")
+    if rounds < 1:
+        fail(f"--rounds must be >= 1, got {rounds}")
+    from memory_r1.train.runner import LoopRequest, run_loop
+
+    req = LoopRequest(backbone=backbone, algo=algo, rounds=rounds, out=out, ray_address=ray_address,
+                      overrides=list(overrides or []), data=data, judge=judge)
+    try:
+        records = run_loop(req)
+    except Exception as exc:  # noqa: BLE001 - one clear line (traceback with --debug)
+        if _State.debug:
+            raise
+        fail(_one_line(exc))
+    for rec in records:
+        typer.echo(f"round {rec['round']}: manager {rec['manager']}")
+        typer.echo(f"         answer  {rec['answer']}")
+        typer.echo(f"         eval    {rec['eval']}")
 
 
 def main() -> None:

@@ -1,0 +1,205 @@
+"""Training stages: what each policy sees (its episodes) and how it is scored (its reward).
+
+======== ======================================= ================================================
+stage    episodes (:mod:`memory_r1.data.episodes`) reward (:mod:`memory_r1.rewards.verl_reward`)
+======== ======================================= ================================================
+answer   one per question: question + top-k        ``answer_em`` (paper) / ``answer_f1`` (CPU)
+         memories per speaker from the banks
+manager  one per evidence turn: bank state before  a frozen Answer Agent answers the linked
+         it, the turn's facts, related memories    questions from the edited bank: ``manager_em``
+                                                   (paper) / ``manager_f1`` (CPU)
+======== ======================================= ================================================
+
+:func:`build_episodes` turns a recipe's ``episodes:`` section into train and validation rows. The
+bank source is the recipe's (``observations``, ``pipeline``, ``banks``); a Memory Manager
+checkpoint (``manager``) builds the banks of the ``pipeline`` source, and ``banks`` (a folder of
+pre-built banks, e.g. ``<eval out>/banks``) switches the answer stage to the ``banks`` source.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from memory_r1.data.episodes import ANSWER_SOURCE, MANAGER_SOURCE, EpisodeError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    data_source: str
+    description: str
+
+
+STAGES: dict[str, Stage] = {
+    "answer": Stage("answer", ANSWER_SOURCE, "Answer Agent: retrieved memories -> answer"),
+    "manager": Stage("manager", MANAGER_SOURCE, "Memory Manager: new facts + related memories -> operations"),
+}
+
+
+def get_stage(name: str) -> Stage:
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}; choose from {', '.join(STAGES)}")
+    return STAGES[name]
+
+
+@dataclass
+class EpisodeSet:
+    train: list[dict]
+    val: list[dict]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _eval_recipe(backbone: str, episodes: dict) -> dict:
+    """The ``llm`` and ``ingest`` sections the ``pipeline`` source uses (the backbone's eval recipe,
+    or ``episodes.eval_recipe``)."""
+    from memory_r1.config import load_recipe, recipe_path
+
+    path = episodes.get("eval_recipe") or recipe_path(backbone, "eval")
+    cfg = load_recipe(path)
+    return {"llm": dict(cfg.get("llm") or {}), "ingest": dict(cfg.get("ingest") or {}), "path": str(path)}
+
+
+def _load_manager_llm(backbone: str, manager: str | None, llm_cfg: dict):
+    from memory_r1.llm import load_llm
+
+    cfg = dict(llm_cfg)
+    kind = cfg.pop("backend", "hf")
+    return load_llm(kind, manager or backbone, **cfg)
+
+
+def build_episodes(
+    stage: str,
+    episodes: dict,
+    *,
+    backbone: str,
+    out_dir: Path,
+    manager: str | None = None,
+    banks: str | Path | None = None,
+    data: str | Path | None = None,
+) -> EpisodeSet:
+    """Train and validation rows of a stage from a recipe's ``episodes`` section.
+
+    ``out_dir``: where the ``pipeline`` source keeps the banks it builds (``out_dir/banks``).
+    ``manager``: Memory Manager checkpoint for the ``pipeline`` source (default: the backbone).
+    ``banks``: pre-built banks (answer stage; sets the source to ``banks``)."""
+    from memory_r1.data import load_split
+
+    get_stage(stage)
+    source = "banks" if banks is not None else episodes.get("source", "observations")
+    if manager is not None and source != "pipeline":
+        raise EpisodeError(
+            f"--manager builds banks with the Memory Manager, but the episodes' source is {source!r}; "
+            "set episodes.source=pipeline"
+        )
+    train_split = load_split(episodes.get("train_split", "train"), data)
+    val_name = episodes.get("val_split", "val")
+    val_split = load_split(val_name, data) if val_name else None
+    max_val = episodes.get("max_val_rows")
+    t0 = time.perf_counter()
+    info: dict[str, Any] = {"stage": stage, "source": source, "manager": manager,
+                            "train_split": train_split.name, "val_split": val_name}
+    if stage == "answer":
+        train, val = _answer_episodes(source, episodes, train_split, val_split, max_val, backbone=backbone,
+                                      out_dir=out_dir, manager=manager, banks=banks, data=data, info=info)
+    else:
+        train, val = _manager_episodes(source, episodes, train_split, val_split, max_val, backbone=backbone,
+                                       manager=manager, data=data, info=info)
+    info["seconds"] = round(time.perf_counter() - t0, 2)
+    log.info("%s episodes: %d train, %d val (%s, %.1f s)", stage, len(train), len(val), source, info["seconds"])
+    return EpisodeSet(train, val, info)
+
+
+def _answer_episodes(source, episodes, train_split, val_split, max_val, *, backbone, out_dir, manager, banks,
+                     data, info) -> tuple[list[dict], list[dict]]:
+    from memory_r1.data.episodes import answer_rows, check_banks, observation_banks, pipeline_banks
+    from memory_r1.memory import BankFactory
+
+    convs = list(train_split.conversations) + (list(val_split.conversations) if val_split else [])
+    if source == "observations":
+        factory = BankFactory.open(path=":memory:")
+    elif source == "banks":
+        if banks is None:
+            banks = episodes.get("banks_path")
+        if not banks:
+            raise EpisodeError("episodes.source=banks needs a banks folder (--banks DIR or episodes.banks_path)")
+        if not Path(banks).is_dir():
+            raise EpisodeError(f"banks folder not found: {banks}")
+        factory = BankFactory.open(path=str(banks))
+        info["banks_path"] = str(banks)
+    elif source == "pipeline":
+        path = Path(out_dir) / "banks"
+        factory = BankFactory.open(path=str(path))
+        info["banks_path"] = str(path)
+    else:
+        raise EpisodeError(f"unknown episodes.source {source!r}")
+    try:
+        if source == "observations":
+            info["bank_sizes"] = observation_banks(convs, factory, data)
+        elif source == "banks":
+            info["bank_sizes"] = check_banks(convs, factory)
+        else:
+            ev = _eval_recipe(backbone, episodes)
+            llm = _load_manager_llm(backbone, manager, ev["llm"])
+            try:
+                info["ingest"] = pipeline_banks(convs, factory, llm, ev["ingest"])
+            finally:
+                llm.close()
+            info["bank_sizes"] = check_banks(convs, factory)
+        kw = {"top_k": int(episodes.get("top_k", 30)), "distill": bool(episodes.get("distill", True)),
+              "source": source}
+        train = answer_rows(train_split, factory, **kw)
+        val = answer_rows(val_split, factory, max_questions=max_val, **kw) if val_split else []
+    finally:
+        factory.close()
+    return train, val
+
+
+def _manager_episodes(source, episodes, train_split, val_split, max_val, *, backbone, manager, data,
+                      info) -> tuple[list[dict], list[dict]]:
+    from memory_r1.data.episodes import manager_rows
+    from memory_r1.memory import CachingEmbedder, MiniLMEmbedder
+
+    kw: dict[str, Any] = {
+        "embedder": CachingEmbedder(MiniLMEmbedder()),  # one model for the train and val states
+        "source": source,
+        "history_turns": episodes.get("history_turns"),
+        "related_k": int(episodes.get("related_k", 3)),
+        "max_related": int(episodes.get("max_related", 10)),
+        "answer_top_k": int(episodes.get("answer_top_k", 30)),
+        "data": data,
+    }
+    llm = None
+    if source == "pipeline":
+        ev = _eval_recipe(backbone, episodes)
+        llm = _load_manager_llm(backbone, manager, ev["llm"])
+        kw.update(llm=llm, ingest=ev["ingest"])
+    try:
+        train = manager_rows(train_split, **kw)
+        val = manager_rows(val_split, max_turns=max_val, **kw) if val_split else []
+    finally:
+        if llm is not None:
+            llm.close()
+    return train, val
+
+
+def rebuild_banks(backbone: str, manager: str | None, conversations, folder: str | Path,
+                  eval_recipe: str | Path | None = None) -> dict:
+    """Build the banks of ``conversations`` in ``folder`` with a Memory Manager checkpoint (the
+    backbone's eval recipe gives the LLM and ingestion settings); returns the ingestion statistics.
+    ``memr1 train answer --banks folder`` then trains on them."""
+    from memory_r1.data.episodes import pipeline_banks
+    from memory_r1.memory import BankFactory
+
+    ev = _eval_recipe(backbone, {"eval_recipe": eval_recipe} if eval_recipe else {})
+    llm = _load_manager_llm(backbone, manager, ev["llm"])
+    try:
+        with BankFactory.open(path=str(folder)) as factory:
+            return pipeline_banks(conversations, factory, llm, ev["ingest"])
+    finally:
+        llm.close()

@@ -1,0 +1,200 @@
+"""Training recipes -> Hydra overrides for verl's ``ppo_trainer`` config.
+
+A training recipe (``recipes/{backbone}/{answer,manager}/{grpo,ppo}.yaml``) holds our own keys and a
+``verl:`` mapping of verl config keys (dotted, or nested mappings) to values::
+
+    stage: answer                 # answer | manager
+    algo: grpo                    # grpo | ppo (must agree with verl's algorithm.adv_estimator)
+    device: cpu                   # cpu: our CPU stack (memory_r1.train.backends.verl_cpu); gpu: verl's own
+    episodes: {source: observations, top_k: 5, distill: false, ...}
+    reward: {name: answer_f1}     # answer_em | answer_f1 | manager_em | manager_f1 (+ answerer for the manager)
+    verl:
+      algorithm.adv_estimator: grpo
+      actor_rollout_ref.actor.optim.lr: 2.0e-5
+      ...
+
+A key that verl's config does not have fails when the overrides are composed (Hydra's struct
+mode), unless it is written with Hydra's ``+`` (add) prefix on purpose. The run-specific keys
+(model path, data files, checkpoint folder, reward function and its kwargs, resume mode, Ray
+address) are added by :func:`recipe_to_overrides`, not written in recipes.
+
+>>> hydra_value([1e-06, True, None, "a b", {"k": "v"}])
+"[1e-06,true,null,'a b',{k:v}]"
+>>> flatten_verl({"trainer": {"nnodes": 1}, "+ray_kwargs.ray_init.x": {"y": 2}})
+{'trainer.nnodes': 1, '+ray_kwargs.ray_init.x.y': 2}
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+STAGES = ("answer", "manager")
+ALGOS = ("grpo", "ppo")
+DEVICES = ("cpu", "gpu")
+ADV_ESTIMATOR = {"grpo": "grpo", "ppo": "gae"}
+ANSWER_REWARDS = ("answer_em", "answer_f1")
+MANAGER_REWARDS = {"manager_em": "em", "manager_f1": "f1"}
+REWARD_FN_PATH = "pkg://memory_r1.rewards.verl_reward"
+REWARD_FN_NAME = "compute_score"
+OUR_KEYS = ("stage", "algo", "device", "description", "seed", "episodes", "reward", "verl", "backbone")
+
+_BARE = re.compile(r"^[A-Za-z_/][A-Za-z0-9_./\-]*$")
+_KEYWORDS = {"true", "false", "null", "none", "nan", "inf", "yes", "no", "on", "off"}
+
+
+class RecipeSchemaError(ValueError):
+    """A training recipe with a missing or wrong key of our own (verl's keys are checked by verl)."""
+
+
+def hydra_value(value: Any) -> str:
+    """A Python value in Hydra's override grammar (strings quoted unless plainly safe)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            raise ValueError(f"cannot pass {value!r} to Hydra")
+        return repr(value)
+    if isinstance(value, str):
+        if _BARE.match(value) and value.lower() not in _KEYWORDS:
+            return value
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(hydra_value(v) for v in value) + "]"
+    if isinstance(value, Path):
+        return hydra_value(str(value))
+    raise TypeError(f"cannot pass a {type(value).__name__} to Hydra: {value!r}")
+
+
+def flatten_verl(mapping: Mapping, prefix: str = "") -> dict[str, Any]:
+    """Nested and dotted keys -> one level of dotted keys (a ``+`` stays on the first part)."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            out.update(flatten_verl(value, full))
+        else:
+            out[full] = value
+    return out
+
+
+def check_recipe(recipe: Mapping) -> None:
+    """Our own keys: known, present, and consistent with verl's algorithm. Raises RecipeSchemaError."""
+    unknown = [k for k in recipe if k not in OUR_KEYS and k != "recipe_path"]
+    if unknown:
+        raise RecipeSchemaError(f"unknown recipe keys {unknown}; a recipe has {', '.join(OUR_KEYS)}")
+    for key, allowed in (("stage", STAGES), ("algo", ALGOS), ("device", DEVICES)):
+        if recipe.get(key) not in allowed:
+            raise RecipeSchemaError(f"recipe {key} must be one of {', '.join(allowed)}, got {recipe.get(key)!r}")
+    verl = recipe.get("verl")
+    if not isinstance(verl, Mapping) or not verl:
+        raise RecipeSchemaError("recipe has no verl: mapping")
+    flat = flatten_verl(verl)
+    adv = flat.get("algorithm.adv_estimator")
+    if adv != ADV_ESTIMATOR[recipe["algo"]]:
+        raise RecipeSchemaError(
+            f"algo {recipe['algo']} needs verl algorithm.adv_estimator={ADV_ESTIMATOR[recipe['algo']]}, got {adv!r}"
+        )
+    episodes = recipe.get("episodes") or {}
+    from memory_r1.data.episodes import SOURCES
+
+    if episodes.get("source") not in SOURCES:
+        raise RecipeSchemaError(f"episodes.source must be one of {', '.join(SOURCES)}, got {episodes.get('source')!r}")
+    name = (recipe.get("reward") or {}).get("name")
+    allowed = ANSWER_REWARDS if recipe["stage"] == "answer" else tuple(MANAGER_REWARDS)
+    if name not in allowed:
+        raise RecipeSchemaError(f"reward.name for the {recipe['stage']} stage must be one of {', '.join(allowed)}, got {name!r}")
+
+
+def reward_kwargs(recipe: Mapping, log_path: str | Path | None = None) -> dict:
+    """The kwargs verl passes to :func:`memory_r1.rewards.verl_reward.compute_score`."""
+    reward = recipe.get("reward") or {}
+    kw: dict[str, Any] = {}
+    if recipe["stage"] == "answer":
+        kw["answer_reward"] = reward["name"]
+    else:
+        kw["manager_metric"] = MANAGER_REWARDS[reward["name"]]
+        if reward.get("answerer"):
+            kw["answerer"] = reward["answerer"]
+    if log_path is not None:
+        kw["log_path"] = str(log_path)
+    return kw
+
+
+def recipe_to_overrides(
+    recipe: Mapping,
+    *,
+    model_path: str | Path | None = None,
+    train_files: str | Path | None = None,
+    val_files: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    experiment_name: str | None = None,
+    resume: bool | None = None,
+    ray_address: str | None = None,
+    reward_log: str | Path | None = None,
+) -> list[str]:
+    """Hydra overrides for verl's ``ppo_trainer``: the recipe's ``verl:`` keys, then the reward
+    function (ours, with the recipe's reward kwargs), then the run-specific keys that are given.
+
+    ``out_dir``: checkpoints in ``out_dir/checkpoints`` (verl's ``trainer.default_local_dir``);
+    ``resume``: ``trainer.resume_mode`` auto (continue from the latest checkpoint there) or disable;
+    ``ray_address``: join an existing Ray cluster instead of starting one."""
+    check_recipe(recipe)
+    out = [f"{k}={hydra_value(v)}" for k, v in flatten_verl(recipe["verl"]).items()]
+    out += [
+        f"reward.custom_reward_function.path={REWARD_FN_PATH}",
+        f"reward.custom_reward_function.name={REWARD_FN_NAME}",
+        f"+reward.custom_reward_function.reward_kwargs={hydra_value(reward_kwargs(recipe, reward_log))}",
+    ]
+    if model_path is not None:
+        out.append(f"actor_rollout_ref.model.path={hydra_value(str(model_path))}")
+        if recipe["algo"] == "ppo":
+            out.append(f"critic.model.path={hydra_value(str(model_path))}")
+    if train_files is not None:
+        out.append(f"data.train_files={hydra_value(str(train_files))}")
+    if val_files is not None:
+        out.append(f"data.val_files={hydra_value(str(val_files))}")
+    if out_dir is not None:
+        out.append(f"trainer.default_local_dir={hydra_value(str(Path(out_dir) / 'checkpoints'))}")
+    if experiment_name is not None:
+        out.append(f"trainer.experiment_name={hydra_value(experiment_name)}")
+    if resume is not None:
+        out.append(f"trainer.resume_mode={'auto' if resume else 'disable'}")
+    if ray_address:
+        # joining a cluster: ray.init takes no resource counts
+        out += [
+            f"+ray_kwargs.ray_init.address={hydra_value(ray_address)}",
+            "ray_kwargs.ray_init.num_cpus=null",
+        ]
+        if recipe["device"] == "cpu":
+            out.append("ray_kwargs.ray_init.num_gpus=null")
+    return out
+
+
+def compose_recipe(recipe: Mapping, **kwargs: Any):
+    """verl's composed and validated config for a recipe (no run): what ``run_verl`` would use.
+    Raises on a key verl does not have or a setting verl's own checks refuse."""
+    from memory_r1.train.backends.verl_runner import compose_config
+
+    overrides = recipe_to_overrides(recipe, **kwargs)
+    cpu = recipe["device"] == "cpu"
+    config = compose_config(overrides, cpu=cpu)
+    validate(config)
+    return config
+
+
+def validate(config) -> None:
+    """verl's own config checks (``verl.utils.config.validate_config``), as ``main_ppo`` runs them."""
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
