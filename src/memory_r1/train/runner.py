@@ -387,6 +387,9 @@ def run_training(req: TrainRequest) -> TrainResult:
     for name in ("metrics.jsonl", "rewards.jsonl"):  # a resumed run keeps the earlier runs' records
         _set_aside(out / name)
     run = run_verl(overrides, cpu=cpu, metrics_path=out / "metrics.jsonl")
+    from memory_r1.train.curves import write_curves
+
+    write_curves(out, f"{req.backbone} {req.stage} {req.algo}", recipe["reward"]["name"])
     hf = latest_hf_checkpoint(out)
     if hf is not None:
         ensure_tokenizer(hf, model_dir)
