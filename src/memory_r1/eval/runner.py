@@ -354,7 +354,8 @@ def run_eval(req: EvalRequest) -> Path:
                             r["judge"] = None
                     append_predictions(preds_path, rows)
                     step(len(rows))
-        records = [r for r in read_predictions(preds_path) if r["qid"] in {q.qid for _, qs in plan for q in qs}]
+        wanted = {q.qid for _, qs in plan for q in qs}
+        records = [r for r in read_predictions(preds_path) if r["qid"] in wanted]
         control = None
         if judge is not None:
             t = time.perf_counter()
