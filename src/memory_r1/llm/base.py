@@ -95,6 +95,25 @@ class LLM(Protocol):
         ...
 
 
+def release_model(owner: object, attr: str) -> None:
+    """Drop ``owner.<attr>`` (a loaded model or engine), collect it, and free cached GPU memory when
+    there is a GPU. Safe to call twice."""
+    import contextlib
+    import gc
+
+    obj = getattr(owner, attr, None)
+    if obj is None:
+        return
+    setattr(owner, attr, None)
+    del obj
+    gc.collect()
+    with contextlib.suppress(Exception):
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
 class ClosingMixin:
     """``with backend: ...`` closes the backend at the end."""
 

@@ -21,7 +21,6 @@ other processes leave free, re-checked at each ``generate`` call (see :func:`aut
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import logging
 import os
@@ -40,6 +39,7 @@ from memory_r1.llm.base import (
     LLMError,
     SamplingParams,
     cut_at_stop,
+    release_model,
     validate_conversations,
 )
 
@@ -609,17 +609,7 @@ class HFBackend(ClosingMixin):
         return gens
 
     def close(self) -> None:
-        model = getattr(self, "model", None)
-        if model is None:
-            return
-        self.model = None
-        del model
-        gc.collect()
-        with contextlib.suppress(Exception):
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+        release_model(self, "model")
 
 
 def from_pretrained(

@@ -7,8 +7,6 @@ makes), so vLLM never needs the GGUF loader.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 import os
 from typing import Any
@@ -21,6 +19,7 @@ from memory_r1.llm.base import (
     LLMError,
     SamplingParams,
     cut_at_stop,
+    release_model,
     validate_conversations,
 )
 
@@ -130,13 +129,4 @@ class VLLMBackend(ClosingMixin):
         return gens
 
     def close(self) -> None:
-        llm = getattr(self, "llm", None)
-        if llm is None:
-            return
-        self.llm = None
-        del llm
-        gc.collect()
-        with contextlib.suppress(Exception):
-            import torch
-
-            torch.cuda.empty_cache()
+        release_model(self, "llm")
