@@ -129,6 +129,23 @@ def test_token_counts_are_plausible(smol, batch_out):
 
 
 @pytest.mark.slow
+def test_per_conversation_settings_share_a_batch(smol, batch_out):
+    short = SamplingParams(max_new_tokens=8)
+    mixed = smol.generate([CHATS[1], CHATS[0], CHATS[1]], [short, GREEDY, GREEDY])
+    assert mixed[1] == batch_out[0] and mixed[2] == batch_out[1]
+    # the short row stops at its own limit, inside a batch that decoded 24 steps
+    assert mixed[0].completion_tokens == 8 and mixed[0].finish_reason == "length"
+    assert batch_out[1].text.startswith(mixed[0].text) and len(mixed[0].text) < len(batch_out[1].text)
+    # rows that decode differently (sampling vs greedy) go to separate batches of the same call
+    hot = SamplingParams(temperature=0.9, seed=3, max_new_tokens=24)
+    both = smol.generate([CHATS[0], CHATS[2]], [GREEDY, hot])
+    assert both[0] == batch_out[0]
+    assert both[1] == smol.generate([CHATS[2]], hot)[0]
+    with pytest.raises(ValueError, match="2 sampling settings for 3 conversations"):
+        smol.generate(CHATS, [GREEDY, GREEDY])
+
+
+@pytest.mark.slow
 def test_stop_strings_cut_the_text(smol, batch_out):
     full = batch_out[0].text  # "The capital of France is Paris."
     assert " is" in full

@@ -139,6 +139,16 @@ def test_generate_keeps_order_and_sends_params(server):
     assert server.max_in_flight <= 3
 
 
+def test_one_sampling_setting_per_conversation(server):
+    convs = [[{"role": "user", "content": f"q{i}"}] for i in range(4)]
+    each = [SamplingParams(max_new_tokens=5 + i) for i in range(4)]
+    with _backend(server, concurrency=2) as llm:
+        gens = llm.generate(convs, each)
+    assert [g.text for g in gens] == ["echo: q0", "echo: q1", "echo: q2", "echo: q3"]
+    sent = {b["messages"][0]["content"]: b["max_tokens"] for b in server.requests}
+    assert sent == {"q0": 5, "q1": 6, "q2": 7, "q3": 8}
+
+
 def test_concurrency_is_bounded_and_used(server):
     server.delay = 0.15
     convs = [[{"role": "user", "content": str(i)}] for i in range(6)]

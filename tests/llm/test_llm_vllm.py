@@ -52,7 +52,8 @@ def _fake_vllm():
             return _FakeTokenizer()
 
         def chat(self, messages, sampling_params=None, use_tqdm=True):
-            calls["chat"] = (messages, sampling_params.kw, use_tqdm)
+            kw = [p.kw for p in sampling_params] if isinstance(sampling_params, list) else sampling_params.kw
+            calls["chat"] = (messages, kw, use_tqdm)
             outs = []
             for i, conv in enumerate(messages):
                 last = conv[-1]["content"]
@@ -87,6 +88,10 @@ def test_vllm_mapping_with_a_stand_in(monkeypatch, tmp_path, clean_model_env, ma
     gens = llm.generate(convs, SamplingParams(temperature=0.9, top_p=0.8))
     assert calls["chat"][1]["temperature"] == 0.9 and calls["chat"][1]["top_p"] == 0.8
     assert [g.finish_reason for g in gens] == ["stop", "length"]
+    # one SamplingParams per prompt: handed to vLLM as a list; each row's own stop strings apply
+    gens = llm.generate(convs, [SamplingParams(max_new_tokens=3), SamplingParams(max_new_tokens=9, stop=["\n"])])
+    assert [k["max_tokens"] for k in calls["chat"][1]] == [3, 9]
+    assert [g.text for g in gens] == ["re: a b\nmore", "re: c"]
     assert llm.count_tokens(convs[0]) == 5
     llm.close()
     llm.close()

@@ -184,7 +184,7 @@ def apply_operations(bank, ops: list[MemoryOp], *, timestamp: str = "", actor: s
     for op in ops:
         try:
             if op.op is OpKind.UPDATE:
-                bank.update(op.id, op.text, actor=actor)
+                bank.update(op.id, op.text, actor=actor, timestamp=timestamp or None)
                 stats.updated += 1
             elif op.op is OpKind.DELETE:
                 bank.delete(op.id, actor=actor)

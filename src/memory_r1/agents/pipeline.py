@@ -31,7 +31,7 @@ from memory_r1.agents.manager import (
     build_manager_messages,
     parse_operations,
 )
-from memory_r1.llm.base import LLM, SamplingParams
+from memory_r1.llm.base import LLM, SamplingParams, generate_groups
 from memory_r1.types import QA, Conversation, Turn
 
 log = logging.getLogger(__name__)
@@ -133,8 +133,9 @@ class Pipeline:
 
     def _ingest_memory_r1(self, conversations, stats: IngestStats, on_step) -> None:
         """Per chunk of turns (in dialogue order, all conversations side by side): extract facts from
-        each turn (one batched call), then one Memory Manager call per (conversation, speaker) with
-        that speaker's new facts and the memories related to them."""
+        each turn, then one Memory Manager call per (conversation, speaker, fact group) with that
+        speaker's new facts and the memories related to them. The manager's calls for a chunk and the
+        extraction of the next chunk go to the backend as one batch."""
         icfg = self.cfg["ingest"]
         ex_params = sampling(icfg["extract"])
         mg_params = sampling(icfg["manager"])
@@ -147,15 +148,23 @@ class Pipeline:
             for c in conversations
         }
         steps = max((len(v) for v in chunks.values()), default=0)
-        for step in range(steps):
-            turns: list[tuple[Conversation, str, Turn]] = []
+
+        def step_turns(step: int) -> list[tuple[Conversation, str, Turn]]:
+            out = []
             for conv in conversations:
                 if step < len(chunks[conv.conversation_id]):
                     date, chunk = chunks[conv.conversation_id][step]
-                    turns += [(conv, date, t) for t in chunk]
-            if not turns:
-                continue
-            gens = self.manager_llm.generate([build_extraction_messages(t, d) for _, d, t in turns], ex_params)
+                    out += [(conv, date, t) for t in chunk]
+            return out
+
+        def extraction(turns: list) -> list:
+            return [build_extraction_messages(t, d) for _, d, t in turns]
+
+        # Fact extraction does not read the bank, so the extraction of chunk s+1 is decoded in the same
+        # batch as the Memory Manager's calls for chunk s (generate_groups); only chunk 0's runs alone.
+        turns = step_turns(0)
+        gens = self.manager_llm.generate(extraction(turns), ex_params) if turns else []
+        for step in range(steps):
             stats.extraction_calls += len(gens)
             facts_by_ns: dict[str, tuple[str, list[str]]] = {}
             for (conv, date, turn), g in zip(turns, gens):
@@ -191,9 +200,12 @@ class Pipeline:
                 msgs, id_map = build_manager_messages(facts, related, owner=ns.split("/", 1)[1])
                 prompts.append(msgs)
                 maps.append(id_map)
-            gens = self.manager_llm.generate(prompts, mg_params) if prompts else []
-            stats.manager_calls += len(gens)
-            for (ns, date, _), id_map, g in zip(todo, maps, gens):
+            next_turns = step_turns(step + 1)
+            mg_gens, next_gens = generate_groups(
+                self.manager_llm, [(prompts, mg_params), (extraction(next_turns), ex_params)]
+            )
+            stats.manager_calls += len(mg_gens)
+            for (ns, date, _), id_map, g in zip(todo, maps, mg_gens):
                 stats.prompt_tokens += g.prompt_tokens
                 stats.completion_tokens += g.completion_tokens
                 parsed = parse_operations(drop_cut_line(g.text, g.finish_reason), id_map)
@@ -214,6 +226,7 @@ class Pipeline:
             )
             if on_step:
                 on_step(len(turns))
+            turns, gens = next_turns, next_gens
 
     # ---- answering --------------------------------------------------------------------------
 

@@ -39,6 +39,8 @@ from memory_r1.llm.base import (
     LLMError,
     SamplingParams,
     cut_at_stop,
+    decode_key,
+    per_conversation,
     release_model,
     validate_conversations,
 )
@@ -517,14 +519,17 @@ class HFBackend(ClosingMixin):
 
     # -- generation ----------------------------------------------------------------------------------
 
-    def generate(self, conversations: list[Conversation], params: SamplingParams) -> list[Generation]:
+    mixed_params = True  # generate() takes one SamplingParams per conversation too
+
+    def generate(
+        self, conversations: list[Conversation], params: SamplingParams | list[SamplingParams]
+    ) -> list[Generation]:
         validate_conversations(conversations)
         if self.model is None:
             raise LLMError(f"{self.name}: backend is closed")
         if not conversations:
             return []
-        import torch
-
+        each = per_conversation(params, len(conversations))
         if self._load_meter is not None:
             others = self._load_meter.others_busy()
             if others is not None:
@@ -539,11 +544,22 @@ class HFBackend(ClosingMixin):
                     f"{self.name}: conversation {i} is {n} tokens, which leaves no room in the "
                     f"{self.context_window}-token context window"
                 )
-            caps.append(min(cap, params.max_new_tokens))
-        order = sorted(range(len(prompts)), key=lambda i: (-lengths[i], i))
-        batches = self._batches(order, lengths, params.max_new_tokens)
+            caps.append(min(cap, each[i].max_new_tokens))
+        # rows that decode alike share batches; each row stops at its own max_new_tokens
+        groups: dict[tuple, list[int]] = {}
+        for i, p in enumerate(each):
+            groups.setdefault(decode_key(p), []).append(i)
         results: list[Generation | None] = [None] * len(prompts)
+        for rows in groups.values():
+            self._generate_group(rows, prompts, lengths, caps, each[rows[0]], results)
+        return results  # type: ignore[return-value]
 
+    def _generate_group(self, rows: list[int], prompts: list[list[int]], lengths: list[int],
+                        caps: list[int], params: SamplingParams, results: list) -> None:
+        import torch
+
+        order = sorted(rows, key=lambda i: (-lengths[i], i))
+        batches = self._batches(order, lengths, max(caps[i] for i in rows))
         rng = contextlib.nullcontext()
         if not params.greedy and params.seed is not None:
             devices = [torch.cuda.current_device()] if self.device.startswith("cuda") else []
@@ -557,7 +573,6 @@ class HFBackend(ClosingMixin):
                 )
                 for i, g in zip(batch, outs, strict=True):
                     results[i] = g
-        return results  # type: ignore[return-value]
 
     def _generate_batch(
         self, prompts: list[list[int]], caps: list[int], params: SamplingParams

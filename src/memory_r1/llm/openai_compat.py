@@ -29,6 +29,7 @@ from memory_r1.llm.base import (
     LLMError,
     SamplingParams,
     cut_at_stop,
+    per_conversation,
     validate_conversations,
 )
 
@@ -200,16 +201,21 @@ class OpenAICompatBackend(ClosingMixin):
         finish = "length" if reason == "length" and not stopped else "stop"
         return Generation(text, int(prompt_tokens), int(completion_tokens), finish, extra)
 
-    def generate(self, conversations: list[Conversation], params: SamplingParams) -> list[Generation]:
+    mixed_params = True  # one request per conversation anyway
+
+    def generate(
+        self, conversations: list[Conversation], params: SamplingParams | list[SamplingParams]
+    ) -> list[Generation]:
         validate_conversations(conversations)
         if self._closed:
             raise LLMError(f"{self.name}: backend is closed")
         if not conversations:
             return []
+        each = per_conversation(params, len(conversations))
         if len(conversations) == 1 or self.concurrency == 1:
-            return [self._one(c, params) for c in conversations]
+            return [self._one(c, p) for c, p in zip(conversations, each, strict=True)]
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(conversations))) as pool:
-            futures = [pool.submit(self._one, c, params) for c in conversations]
+            futures = [pool.submit(self._one, c, p) for c, p in zip(conversations, each, strict=True)]
             try:
                 return [f.result() for f in futures]
             except BaseException:

@@ -19,6 +19,7 @@ from memory_r1.llm.base import (
     LLMError,
     SamplingParams,
     cut_at_stop,
+    per_conversation,
     release_model,
     validate_conversations,
 )
@@ -107,11 +108,19 @@ class VLLMBackend(ClosingMixin):
             ids = ids["input_ids"]
         return len(ids)
 
-    def generate(self, conversations: list[Conversation], params: SamplingParams) -> list[Generation]:
+    mixed_params = True  # vLLM takes one SamplingParams per prompt
+
+    def generate(
+        self, conversations: list[Conversation], params: SamplingParams | list[SamplingParams]
+    ) -> list[Generation]:
         validate_conversations(conversations)
         if not conversations:
             return []
-        sp = to_vllm_sampling(self._vllm, params)
+        each = per_conversation(params, len(conversations))
+        if isinstance(params, SamplingParams):
+            sp = to_vllm_sampling(self._vllm, params)
+        else:  # vLLM's chat() takes one SamplingParams per prompt as well
+            sp = [to_vllm_sampling(self._vllm, p) for p in each]
         try:
             outs = self.llm.chat(conversations, sampling_params=sp, use_tqdm=False)
         except Exception as exc:
@@ -119,9 +128,9 @@ class VLLMBackend(ClosingMixin):
         if len(outs) != len(conversations):
             raise LLMError(f"{self.name}: vLLM returned {len(outs)} outputs for {len(conversations)} prompts")
         gens = []
-        for o in outs:
+        for o, p in zip(outs, each, strict=True):
             c = o.outputs[0]
-            text, stopped = cut_at_stop(c.text, params.stop)
+            text, stopped = cut_at_stop(c.text, p.stop)
             finish = "length" if c.finish_reason == "length" and not stopped else "stop"
             gens.append(
                 Generation(text, len(o.prompt_token_ids or []), len(c.token_ids or []), finish)
