@@ -5,6 +5,8 @@ this machine's compute floor (model FLOPs per token over a bf16 matmul rate meas
     python benchmarks/eval_throughput.py [--split val] [--limit-questions N] [--out benchmarks/results/eval_throughput.json]
 
 It also projects the full test split (5,094 turns, 1,307 questions) from the measured rates.
+``--from-run DIR`` reads a finished ``memr1 eval`` folder (e.g. the main job's
+runs/eval/smollm2-135m-val) instead of evaluating again; its wall time is the sum of its stages.
 """
 
 from __future__ import annotations
@@ -42,25 +44,34 @@ def main() -> None:
     ap.add_argument("--limit-questions", type=int, default=None)
     ap.add_argument("--judge", default=None, help="judge backend (default: the recipe's)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "eval_throughput.json")
+    ap.add_argument("--from-run", type=Path, default=None, help="a finished `memr1 eval` folder to read")
     ap.add_argument("overrides", nargs="*", help="recipe overrides key=value")
     args = ap.parse_args()
 
     from memory_r1.data import load_split
     from memory_r1.eval.runner import EvalRequest, read_predictions, run_eval
 
-    work = Path(tempfile.mkdtemp(prefix="memr1-bench-eval-"))
-    t0 = time.perf_counter()
-    try:
-        out = run_eval(EvalRequest(
-            backbone=args.backbone, split=args.split, limit_questions=args.limit_questions,
-            judge=args.judge, out=work / "run", overrides=args.overrides, show_progress=False,
-        ))
-        wall = time.perf_counter() - t0
+    if args.from_run:
+        out = args.from_run
         summary = json.loads((out / "summary.json").read_text())
         preds = read_predictions(out / "predictions.jsonl")
         manifest = json.loads((out / "manifest.json").read_text())
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        wall = sum(summary["timings_s"].values())
+        args.split, args.backbone = summary["split"], summary["backbone"]
+    else:
+        work = Path(tempfile.mkdtemp(prefix="memr1-bench-eval-"))
+        t0 = time.perf_counter()
+        try:
+            out = run_eval(EvalRequest(
+                backbone=args.backbone, split=args.split, limit_questions=args.limit_questions,
+                judge=args.judge, out=work / "run", overrides=args.overrides, show_progress=False,
+            ))
+            wall = time.perf_counter() - t0
+            summary = json.loads((out / "summary.json").read_text())
+            preds = read_predictions(out / "predictions.jsonl")
+            manifest = json.loads((out / "manifest.json").read_text())
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
     timings = summary["timings_s"]
     ingest = list(summary["ingest"].values())[0] if summary["ingest"] else {}
@@ -93,6 +104,7 @@ def main() -> None:
         "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
         "versions": manifest["versions"],
         "split": args.split,
+        "source": str(args.from_run) if args.from_run else "fresh run in a temporary folder",
         "conversations": split.conversation_ids,
         "questions": n_q,
         "turns_ingested": turns,

@@ -4,9 +4,13 @@ log-probs (old_log_prob, ref, values), update (update_actor, update_critic, upda
 written to benchmarks/results/train_step.json.
 
     python benchmarks/train_step.py [--algos grpo ppo] [--steps 3] [--stage answer]
+    python benchmarks/train_step.py --from-runs runs/train/smollm2-135m-answer-grpo ...
 
 Uses the CPU recipes (recipes/smollm2-135m/<stage>/<algo>.yaml) with only the step count, the
 validation and the checkpointing changed; the first step (warm-up) is reported apart.
+``--from-runs`` reads the same numbers from finished ``memr1 train`` folders instead of training
+again (verl's per-step timings in metrics.jsonl, the recipe in recipe.yaml); a step's checkpoint
+save is taken out of its time (validation is timed outside the step by verl).
 """
 
 from __future__ import annotations
@@ -34,13 +38,60 @@ def _records(folder: Path) -> list[dict]:
     return [json.loads(line)["data"] for line in path.read_text().splitlines() if line.strip()]
 
 
+def summarize(recs: list[dict], recipe: dict, peak_memory_gb: float | None) -> dict:
+    """Per-step numbers of one run: the first step apart (warm-up), the mean of the others."""
+    v = recipe["verl"]
+    samples = int(v["data.train_batch_size"]) * int(v.get("actor_rollout_ref.rollout.n", 1))
+    recs = [r for r in recs if "timing_s/step" in r]
+    steady = recs[1:] or recs
+    per_step = [r["timing_s/step"] - r.get("timing_s/save_checkpoint", 0.0) for r in steady]
+    mean = sum(per_step) / len(per_step)
+    return {
+        "steps": len(recs),
+        "samples_per_step": samples,
+        "warmup_step_s": round(recs[0]["timing_s/step"], 2),
+        "step_s": [round(x, 2) for x in per_step],
+        "mean_step_s": round(mean, 2),
+        "samples_per_s": round(samples / mean, 3),
+        "tokens_per_step": round(sum(r.get("perf/total_num_tokens", 0) for r in steady) / len(steady)),
+        "split_s": {
+            name: (round(sum(sum(r.get(k, 0.0) for k in keys) for r in steady) / len(steady), 2)
+                   if any(k in r for r in steady for k in keys) else None)
+            for name, keys in SPLIT.items()
+        },
+        "split_note": "reward: null when verl scored inside the rollout (agent loop), i.e. within 'rollout'",
+        "peak_memory_gb": peak_memory_gb,
+        "prompt_length": v.get("data.max_prompt_length"),
+        "response_length": v.get("data.max_response_length"),
+    }
+
+
+def from_runs(folders: list[Path]) -> tuple[str, dict]:
+    import yaml
+
+    results, stages = {}, set()
+    for folder in folders:
+        recipe = yaml.safe_load((folder / "recipe.yaml").read_text())
+        res = json.loads((folder / "result.json").read_text()) if (folder / "result.json").exists() else {}
+        stages.add(recipe["stage"])
+        key = recipe["algo"] if len(folders) == len({f.name for f in folders}) else folder.name
+        results[key] = {**summarize(_records(folder), recipe, res.get("peak_memory_gb")), "run": str(folder)}
+    return "/".join(sorted(stages)), results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--algos", nargs="+", default=["grpo", "ppo"])
     ap.add_argument("--stage", default="answer")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "train_step.json")
+    ap.add_argument("--from-runs", nargs="+", type=Path, default=None,
+                    help="summarise finished `memr1 train` folders instead of training")
     args = ap.parse_args()
+    if args.from_runs:
+        stage, results = from_runs(args.from_runs)
+        write(args.out, stage, results, source="finished runs")
+        return
 
     from memory_r1.train.runner import TrainRequest, run_training
 
@@ -58,35 +109,22 @@ def main() -> None:
             recipe = json.loads(json.dumps(__import__("yaml").safe_load((work / "recipe.yaml").read_text())))
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        v = recipe["verl"]
-        samples = int(v["data.train_batch_size"]) * int(v.get("actor_rollout_ref.rollout.n", 1))
-        steady = recs[1:] or recs
-        per_step = [r["timing_s/step"] for r in steady]
-        mean = sum(per_step) / len(per_step)
-        results[algo] = {
-            "steps": len(recs),
-            "samples_per_step": samples,
-            "warmup_step_s": round(recs[0]["timing_s/step"], 2),
-            "step_s": [round(x, 2) for x in per_step],
-            "mean_step_s": round(mean, 2),
-            "samples_per_s": round(samples / mean, 3),
-            "split_s": {
-                name: round(sum(sum(r.get(k, 0.0) for k in keys) for r in steady) / len(steady), 2)
-                for name, keys in SPLIT.items()
-            },
-            "peak_memory_gb": res.peak_memory_gb,
-            "response_length": v.get("data.max_response_length"),
-        }
+        results[algo] = summarize(recs, recipe, res.peak_memory_gb)
+    write(args.out, args.stage, results, source=f"{args.steps}-step runs of the CPU recipes")
+
+
+def write(path: Path, stage: str, results: dict, source: str) -> None:
     out = {
         "benchmark": "train_step",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": {"cpus": os.cpu_count(), "platform": platform.platform(),
                  "loadavg_end": os.getloadavg()},
-        "stage": args.stage,
+        "stage": stage,
+        "source": source,
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))
 
 

@@ -139,6 +139,8 @@ def test_run_specific_overrides():
                              reward_log="/runs/x/rewards.jsonl")
     assert "actor_rollout_ref.model.path=/m" in ov and "critic.model.path=/m" in ov
     assert "trainer.default_local_dir=/runs/x/checkpoints" in ov and "trainer.resume_mode=auto" in ov
+    assert "trainer.rollout_data_dir=/runs/x/generations/rollout" in ov
+    assert "trainer.validation_data_dir=/runs/x/generations/val" in ov
     assert "+ray_kwargs.ray_init.address='10.0.0.1:6379'" in ov
     kw = next(o for o in ov if o.startswith("+reward.custom_reward_function.reward_kwargs="))
     assert "manager_metric:f1" in kw and "answerer:'hf:smollm2-135m'" in kw and "log_path:/runs/x/rewards.jsonl" in kw

@@ -3,6 +3,8 @@ SmolLM2-135M backbone, checked through the saved HF checkpoint and verl's JSONL 
 
 from __future__ import annotations
 
+import json
+
 import os
 import time
 from pathlib import Path
@@ -189,6 +191,7 @@ def test_verl_grpo_on_cpu_updates_weights_and_logs(tmp_path: Path, clean_env) ->
             f"trainer.total_training_steps={steps}",
             f"trainer.save_freq={steps}",
             f"trainer.default_local_dir={ckpt}",
+            f"trainer.rollout_data_dir={tmp_path / 'rollouts'}",
             "actor_rollout_ref.actor.checkpoint.save_contents=[hf_model]",
             "trainer.project_name=memr1_test",
             "trainer.experiment_name=grpo_cpu",
@@ -216,6 +219,12 @@ def test_verl_grpo_on_cpu_updates_weights_and_logs(tmp_path: Path, clean_env) ->
         assert 0.0 <= m["critic/rewards/mean"] <= 1.0
         # rollout (transformers, bf16) and trainer log-probs agree
         assert m["rollout_corr/kl"] < 0.05
+
+    # every step's rollouts are dumped by verl: prompt, completion and its score
+    dumps = sorted((tmp_path / "rollouts").glob("*.jsonl"))
+    assert [p.stem for p in dumps] == [str(s) for s in range(1, steps + 1)]
+    rows = [json.loads(line) for line in dumps[0].read_text().splitlines()]
+    assert rows and all({"input", "output", "score"} <= set(r) for r in rows)
 
     # the saved HF checkpoint loads and differs from the initial weights
     from transformers import AutoModelForCausalLM

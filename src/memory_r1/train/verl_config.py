@@ -145,7 +145,8 @@ def recipe_to_overrides(
     """Hydra overrides for verl's ``ppo_trainer``: the recipe's ``verl:`` keys, then the reward
     function (ours, with the recipe's reward kwargs), then the run-specific keys that are given.
 
-    ``out_dir``: checkpoints in ``out_dir/checkpoints`` (verl's ``trainer.default_local_dir``);
+    ``out_dir``: checkpoints in ``out_dir/checkpoints`` (verl's ``trainer.default_local_dir``), the
+    rollouts and validation generations in ``out_dir/generations/{rollout,val}/<step>.jsonl``;
     ``resume``: ``trainer.resume_mode`` auto (continue from the latest checkpoint there) or disable;
     ``ray_address``: join an existing Ray cluster instead of starting one."""
     check_recipe(recipe)
@@ -165,6 +166,12 @@ def recipe_to_overrides(
         out.append(f"data.val_files={hydra_value(str(val_files))}")
     if out_dir is not None:
         out.append(f"trainer.default_local_dir={hydra_value(str(Path(out_dir) / 'checkpoints'))}")
+        # verl dumps each step's rollouts and each validation's generations (input, output, score)
+        # as JSONL: every trained-on and held-out completion stays readable after the run
+        given = flatten_verl(recipe["verl"])
+        for key, sub in (("trainer.rollout_data_dir", "rollout"), ("trainer.validation_data_dir", "val")):
+            if given.get(key) is None:
+                out.append(f"{key}={hydra_value(str(Path(out_dir) / 'generations' / sub))}")
     if experiment_name is not None:
         out.append(f"trainer.experiment_name={hydra_value(experiment_name)}")
     if resume is not None:
