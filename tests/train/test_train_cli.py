@@ -60,12 +60,13 @@ def test_dry_run_writes_the_folder_and_checks_verls_config(tmp_path):
     pytest.importorskip("verl")
     out = tmp_path / "run"
     res = runner.invoke(app, ["train", "answer", "--backbone", "smollm2-135m", "--algo", "grpo", "--out", str(out),
-                              "--dry-run", "episodes.top_k=3", "verl.trainer.total_training_steps=2"])
+                              "--dry-run", "episodes.top_k=3", "episodes.max_val_rows=7",
+                              "verl.trainer.total_training_steps=2"])
     assert res.exit_code == 0, res.output
     assert (out / "episodes" / "train.parquet").exists() and (out / "episodes" / "val.parquet").exists()
     manifest = json.loads((out / "manifest.json").read_text())
     ep = manifest["episodes"]
-    assert ep["train"]["rows"] == 152 and ep["val"]["rows"] == 16
+    assert ep["train"]["rows"] == 152 and ep["val"]["rows"] == 7  # override caps conv-30's 81
     assert ep["train"]["memories_per_row"]["max"] == 6  # 3 + 3 (override)
     assert ep["prompt_tokens"]["over_limit"] == 0
     assert manifest["data_sha256"].startswith("79fa87e9")
@@ -140,7 +141,9 @@ def test_manager_dry_run(tmp_path):
     res = runner.invoke(app, ["train", "manager", "--algo", "ppo", "--out", str(out), "--dry-run"])
     assert res.exit_code == 0, res.output
     ep = json.loads((out / "manifest.json").read_text())["episodes"]
-    assert ep["train"]["rows"] == 133 and ep["train"]["linked_questions"] == 203 and ep["val"]["rows"] == 8
+    from memory_r1.config import load_recipe, recipe_path
+    cap = load_recipe(recipe_path("smollm2-135m", "manager", "ppo"))["episodes"]["max_val_rows"]
+    assert ep["train"]["rows"] == 133 and ep["train"]["linked_questions"] == 203 and ep["val"]["rows"] == cap
     overrides = (out / "overrides.txt").read_text()
     assert "algorithm.adv_estimator=gae" in overrides and "critic.model.path=" in overrides
     assert "manager_metric:f1" in overrides and "answerer:'hf:smollm2-135m'" in overrides
