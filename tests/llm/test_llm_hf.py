@@ -65,48 +65,56 @@ def test_loads_bf16_and_caches_the_conversion(smol):
     assert 2 in smol.eos_token_ids
 
 
-@pytest.mark.slow
-def test_second_load_comes_from_the_cache_fp32(smol):
-    import torch
-
+@pytest.fixture(scope="module")
+def smol32(smol):
+    """The same weights in fp32, loaded after ``smol`` so the conversion is already cached."""
     from memory_r1.llm.hf import HFBackend
 
-    t0 = time.perf_counter()
     llm = HFBackend.from_pretrained("smollm2-135m", device="cpu", dtype="fp32")
-    took = time.perf_counter() - t0
-    try:
-        assert llm.from_cache and llm.convert_seconds == 0.0
-        assert llm.model_dir == smol.model_dir
-        assert llm.dtype == torch.float32
-        assert took < 20, f"cached load took {took:.1f}s"
-        a = llm.generate(CHATS, GREEDY)
-        b = [llm.generate([c], GREEDY)[0] for c in CHATS]
-        assert [g.text for g in a] == [g.text for g in b]
-        assert "Paris" in a[0].text
-    finally:
-        llm.close()
+    yield llm
+    llm.close()
 
 
 @pytest.mark.slow
-def test_greedy_batch_is_deterministic_and_equals_one_by_one(smol, batch_out):
-    again = smol.generate(CHATS, GREEDY)
-    assert again == batch_out
-    alone = [smol.generate([c], GREEDY)[0] for c in CHATS]
-    assert alone == batch_out  # left padding does not change a greedy answer
+def test_second_load_comes_from_the_cache_fp32(smol, smol32):
+    import torch
+
+    assert smol32.from_cache and smol32.convert_seconds == 0.0
+    assert smol32.model_dir == smol.model_dir
+    assert smol32.dtype == torch.float32
+    assert smol32.load_seconds < 20, f"cached load took {smol32.load_seconds:.1f}s"
+    assert "Paris" in smol32.generate([CHATS[0]], GREEDY)[0].text
+
+
+@pytest.mark.slow
+def test_greedy_batch_is_deterministic(smol, batch_out):
+    assert smol.generate(CHATS, GREEDY) == batch_out
     assert "Paris" in batch_out[0].text
+    # the same prompt, padded alike, decodes alike wherever it sits in the batch
+    dup = smol.generate([CHATS[2], CHATS[1], CHATS[2]], GREEDY)
+    assert dup[0] == dup[2] and dup[1] == batch_out[1]
 
 
 @pytest.mark.slow
-def test_smaller_batches_restore_input_order(smol, batch_out):
-    old = smol.batch_size
+def test_left_padding_does_not_change_a_greedy_answer_in_fp32(smol32):
+    # In bf16 the padded matmul shapes pick other kernels on some CPUs (seen on an AVX512-BF16
+    # EPYC without AMX: 2 of 3 answers drift after ~15 tokens), so exact invariance is an fp32
+    # property.
+    batch = smol32.generate(CHATS, GREEDY)
+    assert [smol32.generate([c], GREEDY)[0] for c in CHATS] == batch
+
+
+@pytest.mark.slow
+def test_smaller_batches_restore_input_order(smol32):
+    full = [smol32.generate([c], GREEDY)[0] for c in CHATS]
+    old = smol32.batch_size
     try:
-        smol.batch_size = 2
-        assert smol.generate(CHATS, GREEDY) == batch_out
+        smol32.batch_size = 2
+        assert smol32.generate(CHATS, GREEDY) == full
+        smol32.batch_size = 1
+        assert smol32.generate([CHATS[2], CHATS[0], CHATS[1]], GREEDY) == [full[2], full[0], full[1]]
     finally:
-        smol.batch_size = old
-    # the same conversation repeated gives the same answer wherever it sits in the batch
-    dup = smol.generate([CHATS[2], CHATS[0], CHATS[2]], GREEDY)
-    assert dup[0] == dup[2] == batch_out[2] and dup[1] == batch_out[0]
+        smol32.batch_size = old
 
 
 @pytest.mark.slow
@@ -129,11 +137,15 @@ def test_token_counts_are_plausible(smol, batch_out):
 
 
 @pytest.mark.slow
-def test_per_conversation_settings_share_a_batch(smol, batch_out):
+def test_per_conversation_settings_in_one_call(smol, batch_out, monkeypatch):
     short = SamplingParams(max_new_tokens=8)
+    batches = []
+    real = smol._generate_batch
+    monkeypatch.setattr(smol, "_generate_batch", lambda p, c, s: batches.append(len(p)) or real(p, c, s))
     mixed = smol.generate([CHATS[1], CHATS[0], CHATS[1]], [short, GREEDY, GREEDY])
+    assert sorted(batches) == [1, 2]  # different lengths never pad one static batch
     assert mixed[1] == batch_out[0] and mixed[2] == batch_out[1]
-    # the short row stops at its own limit, inside a batch that decoded 24 steps
+    # the short row stops at its own limit (it is decoded in a batch of its own length)
     assert mixed[0].completion_tokens == 8 and mixed[0].finish_reason == "length"
     assert batch_out[1].text.startswith(mixed[0].text) and len(mixed[0].text) < len(batch_out[1].text)
     # rows that decode differently (sampling vs greedy) go to separate batches of the same call
