@@ -1,7 +1,7 @@
 """Ingestion order and batching of the memory-r1 pipeline, with a scripted LLM and a real bank
-(qdrant local mode in memory, MiniLM): the Memory Manager's calls for a session share one backend
-call with the fact extraction of the next session, and still see the bank as the previous
-sessions left it."""
+(qdrant local mode in memory, MiniLM): fact extraction runs ahead of the Memory Manager in windows
+of ``extract.ahead_turns`` turns, and the manager still sees the bank as the previous sessions left
+it."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class ScriptedLLM:
     """Extraction: one fact per turn ("Hello" holds none). Manager: ADD each new fact, except that a
     fact about moving UPDATEs the memory about where the speaker lives (by its prompt id)."""
 
-    name, context_window, mixed_params = "scripted", 4096, True
+    name, context_window = "scripted", 4096
 
     def __init__(self):
         self.calls: list[list[tuple[str, int]]] = []  # per call: (kind, max_new_tokens) per row
@@ -81,16 +81,23 @@ def factory():
     f.close()
 
 
-def test_manager_calls_share_a_batch_with_the_next_extraction(factory):
+def _ingest(factory, ahead: int):
     llm = ScriptedLLM()
-    conv = _conversation()
-    stats = Pipeline(llm, factory.bank, CFG).ingest([conv])
+    cfg = {"ingest": {**CFG["ingest"], "extract": {**CFG["ingest"]["extract"], "ahead_turns": ahead}}}
+    stats = Pipeline(llm, factory.bank, cfg).ingest([_conversation()])
+    return llm, stats
 
-    # session 1's extraction alone, then (manager s + extraction s+1) per call, the last manager alone
+
+def test_extraction_runs_ahead_and_the_manager_sees_the_bank_in_order(factory):
+    llm, stats = _ingest(factory, ahead=3)
+
+    # sessions 1+2 extracted in one call (2 turns < 3, so session 2 joins), then the managers of
+    # sessions 1 and 2, then session 3's extraction when it is needed, then its manager
     assert llm.calls == [
-        [("extract", 40), ("extract", 40)],
-        [("manager", 128), ("manager", 128), ("extract", 40), ("extract", 40)],
-        [("manager", 128), ("extract", 40)],
+        [("extract", 40)] * 4,
+        [("manager", 128), ("manager", 128)],
+        [("manager", 128)],
+        [("extract", 40)],
         [("manager", 128)],
     ]
     assert stats.turns == 5 and stats.chunks == 3 and stats.extraction_calls == 5
@@ -106,12 +113,14 @@ def test_manager_calls_share_a_batch_with_the_next_extraction(factory):
     assert [m.text for m in factory.bank(namespace("conv-x", "Bo")).list()] == ["Bo says: I have a cat"]
 
 
-def test_backend_without_mixed_settings_gets_one_call_per_kind(factory):
-    llm = ScriptedLLM()
-    llm.mixed_params = False
-    Pipeline(llm, factory.bank, CFG).ingest([_conversation()])
-    assert [sorted({k for k, _ in rows}) for rows in llm.calls] == [
-        ["extract"], ["manager"], ["extract"], ["manager"], ["extract"], ["manager"]
-    ]
+@pytest.mark.parametrize("ahead", [0, 100])
+def test_window_size_changes_the_calls_not_the_bank(factory, ahead):
+    llm, stats = _ingest(factory, ahead=ahead)
+    kinds = [rows[0][0] for rows in llm.calls]
+    if ahead == 0:  # one session at a time
+        assert kinds == ["extract", "manager", "extract", "manager", "extract", "manager"]
+    else:  # everything extracted up front
+        assert kinds == ["extract", "manager", "manager", "manager"] and len(llm.calls[0]) == 5
+    assert stats.extraction_calls == 5 and stats.manager_calls == 4
     ann = factory.bank(namespace("conv-x", "Ann"))
     assert sorted(m.text for m in ann.list()) == ["Ann says: I moved to Oslo", "Ann says: I started a pottery class"]

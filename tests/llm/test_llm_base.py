@@ -59,34 +59,3 @@ def test_import_is_light():
 
 def test_llm_error_is_runtime_error():
     assert issubclass(LLMError, RuntimeError)
-
-
-class _Recorder:
-    """A backend stand-in that records its calls and echoes each prompt with its token limit."""
-
-    name, context_window = "rec", 100
-
-    def __init__(self, mixed: bool):
-        self.mixed_params = mixed
-        self.calls = []
-
-    def generate(self, conversations, params):
-        self.calls.append((len(conversations), params))
-        each = params if isinstance(params, list) else [params] * len(conversations)
-        return [Generation(f"{c[-1]['content']}/{p.max_new_tokens}", 1, 1, "stop") for c, p in zip(conversations, each)]
-
-
-def test_generate_groups_one_call_when_the_backend_takes_mixed_settings():
-    from memory_r1.llm.base import generate_groups
-
-    a, b = SamplingParams(max_new_tokens=128), SamplingParams(max_new_tokens=40)
-    groups = [([[{"role": "user", "content": "m1"}], [{"role": "user", "content": "m2"}]], a),
-              ([[{"role": "user", "content": "x1"}]], b), ([], a)]
-    mixed = _Recorder(mixed=True)
-    out = generate_groups(mixed, groups)
-    assert [[g.text for g in gs] for gs in out] == [["m1/128", "m2/128"], ["x1/40"], []]
-    assert mixed.calls == [(3, [a, a, b])]
-    plain = _Recorder(mixed=False)
-    assert generate_groups(plain, groups) == out
-    assert plain.calls == [(2, a), (1, b)]  # one call per non-empty group
-    assert generate_groups(mixed, [([], a)]) == [[]] and len(mixed.calls) == 1

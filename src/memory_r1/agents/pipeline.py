@@ -31,7 +31,7 @@ from memory_r1.agents.manager import (
     build_manager_messages,
     parse_operations,
 )
-from memory_r1.llm.base import LLM, SamplingParams, generate_groups
+from memory_r1.llm.base import LLM, SamplingParams
 from memory_r1.types import QA, Conversation, Turn
 
 log = logging.getLogger(__name__)
@@ -134,8 +134,8 @@ class Pipeline:
     def _ingest_memory_r1(self, conversations, stats: IngestStats, on_step) -> None:
         """Per chunk of turns (in dialogue order, all conversations side by side): extract facts from
         each turn, then one Memory Manager call per (conversation, speaker, fact group) with that
-        speaker's new facts and the memories related to them. The manager's calls for a chunk and the
-        extraction of the next chunk go to the backend as one batch."""
+        speaker's new facts and the memories related to them. Extraction runs ahead in windows of
+        ``ingest.extract.ahead_turns`` turns."""
         icfg = self.cfg["ingest"]
         ex_params = sampling(icfg["extract"])
         mg_params = sampling(icfg["manager"])
@@ -160,11 +160,29 @@ class Pipeline:
         def extraction(turns: list) -> list:
             return [build_extraction_messages(t, d) for _, d, t in turns]
 
-        # Fact extraction does not read the bank, so the extraction of chunk s+1 is decoded in the same
-        # batch as the Memory Manager's calls for chunk s (generate_groups); only chunk 0's runs alone.
-        turns = step_turns(0)
-        gens = self.manager_llm.generate(extraction(turns), ex_params) if turns else []
+        # Fact extraction does not read the bank, so it runs ahead of the Memory Manager: one backend
+        # call extracts the turns of as many chunks as make ``extract.ahead_turns`` (full batches
+        # instead of one short batch per session); 0 extracts one chunk at a time.
+        ahead = int(icfg["extract"].get("ahead_turns", 0))
+        extracted: dict[int, list] = {}
+
+        def extract_from(step: int) -> list:
+            if step not in extracted:
+                window, n = [], 0
+                for s in range(step, steps):
+                    if window and n >= ahead:
+                        break
+                    window.append((s, step_turns(s)))
+                    n += len(window[-1][1])
+                msgs = [m for _, ts in window for m in extraction(ts)]
+                gens = self.manager_llm.generate(msgs, ex_params) if msgs else []
+                i = 0
+                for s, ts in window:
+                    extracted[s], i = gens[i : i + len(ts)], i + len(ts)
+            return extracted.pop(step)
+
         for step in range(steps):
+            turns, gens = step_turns(step), extract_from(step)
             stats.extraction_calls += len(gens)
             facts_by_ns: dict[str, tuple[str, list[str]]] = {}
             for (conv, date, turn), g in zip(turns, gens):
@@ -200,10 +218,7 @@ class Pipeline:
                 msgs, id_map = build_manager_messages(facts, related, owner=ns.split("/", 1)[1])
                 prompts.append(msgs)
                 maps.append(id_map)
-            next_turns = step_turns(step + 1)
-            mg_gens, next_gens = generate_groups(
-                self.manager_llm, [(prompts, mg_params), (extraction(next_turns), ex_params)]
-            )
+            mg_gens = self.manager_llm.generate(prompts, mg_params) if prompts else []
             stats.manager_calls += len(mg_gens)
             for (ns, date, _), id_map, g in zip(todo, maps, mg_gens):
                 stats.prompt_tokens += g.prompt_tokens
@@ -226,7 +241,6 @@ class Pipeline:
             )
             if on_step:
                 on_step(len(turns))
-            turns, gens = next_turns, next_gens
 
     # ---- answering --------------------------------------------------------------------------
 

@@ -83,9 +83,8 @@ class LLM(Protocol):
     context_window: int
 
     def generate(self, conversations: list[Conversation], params: SamplingParams) -> list[Generation]:
-        """One Generation per conversation, same order as the input. Backends with
-        ``mixed_params = True`` also take one SamplingParams per conversation (see
-        :func:`generate_groups`)."""
+        """One Generation per conversation, same order as the input. The built-in backends also
+        take a list with one SamplingParams per conversation."""
         ...
 
     def count_tokens(self, messages: Conversation) -> int:
@@ -176,26 +175,6 @@ def decode_key(p: SamplingParams) -> tuple:
     True
     """
     return (p.temperature, p.top_p, p.seed, tuple(p.stop or ()))
-
-
-def generate_groups(
-    llm: LLM, groups: list[tuple[list[Conversation], SamplingParams]]
-) -> list[list[Generation]]:
-    """Several independent requests, e.g. the Memory Manager's calls for one chunk and the fact
-    extraction of the next, in one backend call when the backend takes per-conversation settings
-    (``mixed_params``): on a CPU, decoding costs about the same per step for 4 rows as for 24, so
-    the shorter requests ride along. Otherwise one call per group. Results per group, in order."""
-    groups = [(c, p) for c, p in groups]
-    if getattr(llm, "mixed_params", False):
-        flat = [c for convs, _ in groups for c in convs]
-        params = [p for convs, p in groups for _ in convs]
-        gens = llm.generate(flat, params) if flat else []  # type: ignore[arg-type]
-        out, i = [], 0
-        for convs, _ in groups:
-            out.append(gens[i : i + len(convs)])
-            i += len(convs)
-        return out
-    return [llm.generate(convs, p) if convs else [] for convs, p in groups]
 
 
 def validate_conversations(conversations: list[Conversation]) -> None:

@@ -519,8 +519,6 @@ class HFBackend(ClosingMixin):
 
     # -- generation ----------------------------------------------------------------------------------
 
-    mixed_params = True  # generate() takes one SamplingParams per conversation too
-
     def generate(
         self, conversations: list[Conversation], params: SamplingParams | list[SamplingParams]
     ) -> list[Generation]:
@@ -545,10 +543,13 @@ class HFBackend(ClosingMixin):
                     f"{self.context_window}-token context window"
                 )
             caps.append(min(cap, each[i].max_new_tokens))
-        # rows that decode alike share batches; each row stops at its own max_new_tokens
+        # Rows share batches only when they decode alike AND ask for the same max_new_tokens: a static
+        # batch decodes until its longest request ends, over the padded length of its longest prompt.
+        # Measured here (SmolLM2, bf16, 2 cores): 4 manager prompts (916 tokens, 128 new) + 19
+        # extraction prompts (228 tokens, 40 new) took 43-49 s as one batch, 14 s as two.
         groups: dict[tuple, list[int]] = {}
         for i, p in enumerate(each):
-            groups.setdefault(decode_key(p), []).append(i)
+            groups.setdefault((decode_key(p), p.max_new_tokens), []).append(i)
         results: list[Generation | None] = [None] * len(prompts)
         for rows in groups.values():
             self._generate_group(rows, prompts, lengths, caps, each[rows[0]], results)

@@ -201,8 +201,6 @@ class OpenAICompatBackend(ClosingMixin):
         finish = "length" if reason == "length" and not stopped else "stop"
         return Generation(text, int(prompt_tokens), int(completion_tokens), finish, extra)
 
-    mixed_params = True  # one request per conversation anyway
-
     def generate(
         self, conversations: list[Conversation], params: SamplingParams | list[SamplingParams]
     ) -> list[Generation]:

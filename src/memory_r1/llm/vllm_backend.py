@@ -108,8 +108,6 @@ class VLLMBackend(ClosingMixin):
             ids = ids["input_ids"]
         return len(ids)
 
-    mixed_params = True  # vLLM takes one SamplingParams per prompt
-
     def generate(
         self, conversations: list[Conversation], params: SamplingParams | list[SamplingParams]
     ) -> list[Generation]:
