@@ -69,13 +69,15 @@ def summarize(recs: list[dict], recipe: dict, peak_memory_gb: float | None) -> d
 def from_runs(folders: list[Path]) -> tuple[str, dict]:
     import yaml
 
-    results, stages = {}, set()
-    for folder in folders:
-        recipe = yaml.safe_load((folder / "recipe.yaml").read_text())
+    recipes = {folder: yaml.safe_load((folder / "recipe.yaml").read_text()) for folder in folders}
+    stages = {r["stage"] for r in recipes.values()}
+    # key: the algo for one stage, stage/algo for several; the folder name if two runs still collide
+    keys = [r["algo"] if len(stages) == 1 else f'{r["stage"]}/{r["algo"]}' for r in recipes.values()]
+    results = {}
+    for folder, key in zip(folders, keys):
         res = json.loads((folder / "result.json").read_text()) if (folder / "result.json").exists() else {}
-        stages.add(recipe["stage"])
-        key = recipe["algo"] if len(folders) == len({f.name for f in folders}) else folder.name
-        results[key] = {**summarize(_records(folder), recipe, res.get("peak_memory_gb")), "run": str(folder)}
+        key = key if keys.count(key) == 1 else folder.name
+        results[key] = {**summarize(_records(folder), recipes[folder], res.get("peak_memory_gb")), "run": str(folder)}
     return "/".join(sorted(stages)), results
 
 
