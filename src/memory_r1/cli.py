@@ -364,6 +364,9 @@ def train_loop(
         typer.echo(f"round {rec['round']}: manager {rec['manager']}")
         typer.echo(f"         answer  {rec['answer']}")
         typer.echo(f"         eval    {rec['eval']}")
+    from memory_r1.eval.report import rounds_markdown
+
+    typer.echo(rounds_markdown(records, f"val scores per round ({backbone}, {algo})"))
 
 
 def main() -> None:

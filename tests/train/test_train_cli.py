@@ -110,7 +110,9 @@ def test_loop_chains_the_stages_and_reuses_finished_steps(tmp_path, monkeypatch)
     def fake_eval(req):
         calls.append(("eval", req.split, req.manager, req.answer))
         req.out.mkdir(parents=True, exist_ok=True)
-        (req.out / "summary.json").write_text(json.dumps({"rows": [{"category": "Overall", "f1": 1.0}]}))
+        rows = [{"category": 2, "label": "Temporal", "count": 3, "f1": 2.0, "bleu1": 1.0, "judge": None},
+                {"category": None, "label": "Overall", "count": 3, "f1": 2.0, "bleu1": 1.0, "judge": None}]
+        (req.out / "summary.json").write_text(json.dumps({"rows": rows}))
         return req.out
 
     monkeypatch.setattr(tr, "run_training", fake_training)
@@ -130,6 +132,10 @@ def test_loop_chains_the_stages_and_reuses_finished_steps(tmp_path, monkeypatch)
     assert calls[4][:3] == ("train", "manager", str(m1))  # round 2 starts from round 1's manager
     assert calls[6][:4] == ("train", "answer", str(a1), str(r2 / "banks"))
     assert [r["round"] for r in records] == [1, 2] and (r2 / "round.json").exists()
+    table = (out / "summary.md").read_text().splitlines()
+    assert "| Round | Questions | F1 | BLEU-1 | J | F1 2 Temporal | seconds |" in table
+    assert [ln.split(" | ")[:5] for ln in table if ln.startswith("| 1 ") or ln.startswith("| 2 ")] == [
+        ["| 1", "3", "2.00", "1.00", "n/a"], ["| 2", "3", "2.00", "1.00", "n/a"]]
     calls.clear()
     tr.run_loop(tr.LoopRequest(rounds=2, out=out))  # everything finished: only the evals run again
     assert [c[0] for c in calls] == ["eval", "eval"]

@@ -460,8 +460,10 @@ def run_loop(req: LoopRequest) -> list[dict]:
     4. ``eval/``: ``memr1 eval`` on the val split with both checkpoints.
 
     A finished step is reused when the loop is run again with the same ``out``. Returns one record
-    per round (checkpoints, eval folder, scores), also written to ``round-N/round.json``."""
+    per round (checkpoints, eval folder, scores), also written to ``round-N/round.json``; the
+    table of all rounds' val scores is ``out/summary.md``."""
     from memory_r1.data import load_split
+    from memory_r1.eval.report import rounds_markdown
     from memory_r1.eval.runner import EvalRequest, run_eval
     from memory_r1.train.stages import rebuild_banks
 
@@ -502,5 +504,7 @@ def run_loop(req: LoopRequest) -> list[dict]:
                   "eval": str(folder), "scores": summary.get("rows"), "seconds": round(time.perf_counter() - t0, 1)}
         _atomic_write(rd / "round.json", json.dumps(record, indent=2, default=str))
         records.append(record)
+        _atomic_write(out / "summary.md", rounds_markdown(
+            records, f"memr1 train loop: {Path(req.backbone).name}, {req.algo}, val split"))
         log.info("round %d done in %.0f s: %s", r, record["seconds"], folder)
     return records
