@@ -52,7 +52,7 @@ def test_loads_bf16_and_caches_the_conversion(smol):
     assert isinstance(smol, LLM)
     assert smol.name == "smollm2-135m" and smol.context_window == 8192
     assert smol.dtype == torch.bfloat16 and smol.device == "cpu"
-    assert smol.model.config._attn_implementation == "sdpa"
+    assert smol.model.config._attn_implementation == "memr1_cpu"  # the CPU attention (cpu_attention.py)
     d = smol.model_dir
     assert d.parent == models_cache_root()
     assert d.name.startswith("smollm2-135m-") and len(d.name) == len("smollm2-135m-") + 12
@@ -301,3 +301,18 @@ def test_threads_follow_the_user_or_the_free_cores(monkeypatch):
     time.sleep(0.6)
     busy = meter.others_busy()
     assert busy is not None and 0.0 <= busy <= os.cpu_count() + 0.5
+
+
+@pytest.mark.slow
+def test_cpu_attention_decodes_like_sdpa_in_fp32(smol32):
+    from memory_r1.llm.hf import HFBackend
+
+    assert smol32.model.config._attn_implementation == "memr1_cpu"
+    ref = HFBackend.from_pretrained("smollm2-135m", device="cpu", dtype="fp32", attn_implementation="sdpa")
+    try:
+        assert ref.model.config._attn_implementation == "sdpa"
+        chats = CHATS + [[{"role": "user", "content": "Write two sentences about the sea. " * 12}]]
+        params = SamplingParams(max_new_tokens=32)
+        assert smol32.generate(chats, params) == ref.generate(chats, params)  # left-padded batch
+    finally:
+        ref.close()
