@@ -102,6 +102,7 @@ def test_hf_rollout_server_batches_and_reports_trainer_log_probs() -> None:
     path = str(ensure_hf_checkpoint(resolve_backbone("smollm2-135m")))
     cfg = OmegaConf.create({"prompt_length": 64, "response_length": 12, "dtype": "float32", "max_num_seqs": 64})
     server = HFRolloutServer(config=cfg, model_config=OmegaConf.create({"path": path}))
+    assert server.model.config._attn_implementation == "memr1_cpu"  # sdpa's math, the CPU attention
     tok = AutoTokenizer.from_pretrained(path)
     prompts = [
         tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, return_dict=False)
