@@ -105,3 +105,16 @@ def test_register_is_idempotent_and_known_to_transformers():
     assert cpu_attention.register() == cpu_attention.register() == "memr1_cpu"
     assert AttentionInterface._global_mapping["memr1_cpu"] is cpu_attention_forward
     assert "memr1_cpu" in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping
+
+
+def test_the_mask_is_checked_once_per_forward_pass(monkeypatch):
+    checks = []
+    real = cpu_attention.left_pad_lengths
+    monkeypatch.setattr(cpu_attention, "left_pad_lengths", lambda m, n: checks.append(n) or real(m, n))
+    q, k, v = _qkv(L, L, seed=5)
+    mask = _padded_causal([0, 2, 4])
+    first = [cpu_attention_forward(MOD, q, k, v, mask)[0] for _ in range(3)]  # three layers, one mask
+    assert len(checks) == 1
+    again = cpu_attention_forward(MOD, q, k, v, _padded_causal([0, 2, 4]))[0]  # next forward pass
+    assert len(checks) == 2
+    _same_on_real_rows(again, first[0], [0, 2, 4])

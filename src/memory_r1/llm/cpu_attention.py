@@ -18,15 +18,16 @@ dropout) goes to transformers' own SDPA path, so the results stay those of ``sdp
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 NAME = "memr1_cpu"
 _registered = False
-# the mask of the current forward pass and its pad lengths: every layer gets the same mask object,
-# checked once (the reference keeps its id from being reused by another mask)
-_last_mask: list = [None, None]
+# the mask of the current forward pass (weakly: it is freed with its batch) and its pad lengths:
+# every layer gets the same mask object, so it is checked once per forward pass
+_last_mask: list = [lambda: None, None]
 
 
 def register() -> str:
@@ -122,8 +123,8 @@ def cpu_attention_forward(
     if causal and q_len == k_len:
         pads = None
         if attention_mask is not None:
-            if _last_mask[0] is not attention_mask:
-                _last_mask[:] = [attention_mask, left_pad_lengths(attention_mask, q_len)]
+            if _last_mask[0]() is not attention_mask:
+                _last_mask[:] = [weakref.ref(attention_mask), left_pad_lengths(attention_mask, q_len)]
             pads = _last_mask[1]
         if attention_mask is None or pads is not None:
             out = query.new_zeros(b, h, q_len, d)
