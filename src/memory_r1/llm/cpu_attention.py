@@ -17,11 +17,8 @@ dropout) goes to transformers' own SDPA path, so the results stay those of ``sdp
 
 from __future__ import annotations
 
-import logging
 import weakref
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 NAME = "memr1_cpu"
 _registered = False
@@ -65,14 +62,11 @@ def left_pad_lengths(mask: Any, q_len: int) -> Any | None:
     if mask.shape[2] != q_len or mask.shape[3] != q_len:
         return None
     last = mask[:, 0, -1, :]  # what the last (real) token of each row sees: pads False, rest True
+    if not bool(last[:, -1].all()):  # cheap early out (right padding, an all-pad row)
+        return None
     pads = (~last).sum(-1)
-    if not bool(last[:, -1].all()):
-        return None
-    # contiguous: after the pads, everything is True
     idx = torch.arange(q_len, device=mask.device)
-    if not bool((last == (idx[None, :] >= pads[:, None])).all()):
-        return None
-    # causal among the real tokens of every row
+    # every real query row must be exactly causal over the real tokens (this covers the last row too)
     causal = torch.ones(q_len, q_len, dtype=torch.bool, device=mask.device).tril()
     expect = causal[None] & (idx[None, None, :] >= pads[:, None, None])
     real_q = idx[None, :, None] >= pads[:, None, None]
@@ -121,15 +115,16 @@ def cpu_attention_forward(
         return out.reshape(b, h, 1, d).transpose(1, 2).contiguous(), None
 
     if causal and q_len == k_len:
-        pads = None
-        if attention_mask is not None:
-            if _last_mask[0]() is not attention_mask:
-                _last_mask[:] = [weakref.ref(attention_mask), left_pad_lengths(attention_mask, q_len)]
-            pads = _last_mask[1]
-        if attention_mask is None or pads is not None:
+        if attention_mask is None:  # no padding: one causal call for the whole batch
+            out = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scale,
+                                                 enable_gqa=hkv != h)
+            return out.transpose(1, 2).contiguous(), None
+        if _last_mask[0]() is not attention_mask:
+            _last_mask[:] = [weakref.ref(attention_mask), left_pad_lengths(attention_mask, q_len)]
+        pads = _last_mask[1]
+        if pads is not None:
             out = query.new_zeros(b, h, q_len, d)
-            starts = [0] * b if pads is None else pads.tolist()
-            for i, p in enumerate(starts):
+            for i, p in enumerate(pads.tolist()):
                 if p >= q_len:
                     continue
                 out[i : i + 1, :, p:] = F.scaled_dot_product_attention(
