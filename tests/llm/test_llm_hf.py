@@ -304,13 +304,18 @@ def test_threads_follow_the_user_or_the_free_cores(monkeypatch):
 
 
 @pytest.mark.slow
-def test_cpu_attention_decodes_like_sdpa_in_fp32(smol32):
+def test_cpu_fast_paths_decode_like_stock_transformers_in_fp32(smol32):
     from memory_r1.llm.hf import HFBackend
 
+    # ours: the CPU attention, the padded key-value cache and the packed linears; ref: stock
+    # transformers (sdpa, DynamicCache, plain linears)
     assert smol32.model.config._attn_implementation == "memr1_cpu"
-    ref = HFBackend.from_pretrained("smollm2-135m", device="cpu", dtype="fp32", attn_implementation="sdpa")
+    assert smol32.padded_cache and smol32.packed_linears == 30 * 7 + 1
+    ref = HFBackend.from_pretrained("smollm2-135m", device="cpu", dtype="fp32", attn_implementation="sdpa",
+                                    prepack=False)
     try:
         assert ref.model.config._attn_implementation == "sdpa"
+        assert not ref.padded_cache and ref.packed_linears == 0
         chats = CHATS + [[{"role": "user", "content": "Write two sentences about the sea. " * 12}]]
         params = SamplingParams(max_new_tokens=32)
         assert smol32.generate(chats, params) == ref.generate(chats, params)  # left-padded batch

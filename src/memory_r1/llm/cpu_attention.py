@@ -43,7 +43,8 @@ def register() -> str:
 
 def left_pad_lengths(mask: Any, q_len: int) -> Any | None:
     """Per-row pad length when ``mask`` (bool, batch x 1 x q x k, True = attend) is a causal mask over
-    left-padded rows with no cache (q == k); else None.
+    left-padded rows with no cache: its first q columns are the prompt's, and any further columns (the
+    unwritten room of a :class:`~memory_r1.llm.kv_cache.PaddedCache`) are masked out; else None.
 
     >>> import torch
     >>> causal = torch.ones(4, 4, dtype=torch.bool).tril()
@@ -51,6 +52,12 @@ def left_pad_lengths(mask: Any, q_len: int) -> Any | None:
     >>> m[1, :, :, :2] = False                      # row 1 has two pads
     >>> left_pad_lengths(m, 4).tolist()
     [0, 2]
+    >>> roomy = torch.cat([m, torch.zeros(2, 1, 4, 3, dtype=torch.bool)], -1)
+    >>> left_pad_lengths(roomy, 4).tolist()         # three masked columns of cache room
+    [0, 2]
+    >>> roomy[0, 0, 3, 5] = True                    # a query that sees past the prompt
+    >>> left_pad_lengths(roomy, 4) is None
+    True
     >>> m[0, 0, 3, 1] = False                       # a hole that is not padding
     >>> left_pad_lengths(m, 4) is None
     True
@@ -59,8 +66,12 @@ def left_pad_lengths(mask: Any, q_len: int) -> Any | None:
 
     if mask is None or mask.dtype != torch.bool or mask.dim() != 4 or mask.shape[1] != 1:
         return None
-    if mask.shape[2] != q_len or mask.shape[3] != q_len:
+    if mask.shape[2] != q_len or mask.shape[3] < q_len:
         return None
+    if mask.shape[3] > q_len:
+        if bool(mask[:, :, :, q_len:].any()):
+            return None
+        mask = mask[:, :, :, :q_len]
     last = mask[:, 0, -1, :]  # what the last (real) token of each row sees: pads False, rest True
     if not bool(last[:, -1].all()):  # cheap early out (right padding, an all-pad row)
         return None
@@ -114,22 +125,27 @@ def cpu_attention_forward(
         out = torch.matmul(probs, value)  # (B, Hkv, G, D)
         return out.reshape(b, h, 1, d).transpose(1, 2).contiguous(), None
 
-    if causal and q_len == k_len:
-        if attention_mask is None:  # no padding: one causal call for the whole batch
-            out = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scale,
-                                                 enable_gqa=hkv != h)
-            return out.transpose(1, 2).contiguous(), None
+    if causal and q_len == k_len and attention_mask is None:  # no padding: one causal call
+        out = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scale,
+                                             enable_gqa=hkv != h)
+        return out.transpose(1, 2).contiguous(), None
+    if causal and q_len <= k_len and attention_mask is not None:
+        # a prefill (over a PaddedCache's room when k > q): each row's real tokens, causally
         if _last_mask[0]() is not attention_mask:
             _last_mask[:] = [weakref.ref(attention_mask), left_pad_lengths(attention_mask, q_len)]
         pads = _last_mask[1]
+        if pads is not None and not bool(pads.any()):  # no padding: one causal call
+            out = F.scaled_dot_product_attention(query, key[:, :, :q_len], value[:, :, :q_len],
+                                                 is_causal=True, scale=scale, enable_gqa=hkv != h)
+            return out.transpose(1, 2).contiguous(), None
         if pads is not None:
             out = query.new_zeros(b, h, q_len, d)
             for i, p in enumerate(pads.tolist()):
                 if p >= q_len:
                     continue
                 out[i : i + 1, :, p:] = F.scaled_dot_product_attention(
-                    query[i : i + 1, :, p:], key[i : i + 1, :, p:], value[i : i + 1, :, p:],
-                    is_causal=True, scale=scale, enable_gqa=hkv != h,
+                    query[i : i + 1, :, p:], key[i : i + 1, :, p:q_len],
+                    value[i : i + 1, :, p:q_len], is_causal=True, scale=scale, enable_gqa=hkv != h,
                 )
             return out.transpose(1, 2).contiguous(), None
 

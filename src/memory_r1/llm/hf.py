@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from memory_r1.backbones import DEFAULT_BACKBONE, ResolvedBackbone, resolve_backbone
 from memory_r1.data.paths import cache_dir, sha256_file
-from memory_r1.llm import cpu_attention
+from memory_r1.llm import cpu_attention, cpu_linear
 from memory_r1.llm.base import (
     ClosingMixin,
     Conversation,
@@ -339,7 +339,11 @@ class HFBackend(ClosingMixin):
     saved without one. ``batch_size`` / ``max_batch_tokens`` bound a generation batch.
     ``attn_implementation``: ``auto`` is :mod:`memory_r1.llm.cpu_attention` on CPU (2x faster
     generation of left-padded batches with long prompts than transformers' ``sdpa`` there) and
-    ``sdpa`` elsewhere; any name transformers knows is passed through.
+    ``sdpa`` elsewhere; any name transformers knows is passed through. With ``memr1_cpu`` generation
+    keeps its key-value cache in a :class:`~memory_r1.llm.kv_cache.PaddedCache` (no copy of the
+    whole cache at each decode step).
+    ``prepack``: on CPU, pack the linear weights for oneDNN once (:mod:`memory_r1.llm.cpu_linear`;
+    half the time of a decode step's matmuls, identical results).
     """
 
     def __init__(
@@ -352,6 +356,7 @@ class HFBackend(ClosingMixin):
         max_batch_tokens: int = 32768,
         num_threads: int | None = None,
         attn_implementation: str = "auto",
+        prepack: bool = True,
         tokenizer: str | os.PathLike | None = None,
         cache_root: str | os.PathLike | None = None,
         name: str | None = None,
@@ -424,6 +429,14 @@ class HFBackend(ClosingMixin):
             model.to(self.device)
         model.eval()
         self.model = model
+        from memory_r1.llm import kv_cache  # imports transformers
+
+        self.packed_linears = (
+            cpu_linear.pack_linears(model) if prepack and self.device == "cpu" else 0
+        )
+        self.padded_cache = attn_implementation == cpu_attention.NAME and kv_cache.supports(
+            model.config
+        )
 
         gc_old = model.generation_config
         self.eos_token_ids = self._eos_ids(gc_old)
@@ -605,6 +618,12 @@ class HFBackend(ClosingMixin):
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        if self.padded_cache:
+            from memory_r1.llm import kv_cache
+
+            kwargs["past_key_values"] = kv_cache.PaddedCache(
+                self.model.config.num_hidden_layers, reserve=max(caps)
+            )
         try:
             out = self.model.generate(
                 input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs

@@ -1,0 +1,128 @@
+"""The CPU generation fast paths against stock transformers, on a small random Llama (GQA, fp32 and
+bf16): the padded key-value cache (kv_cache.py) and the oneDNN-packed linears (cpu_linear.py) must
+not change a single generated token."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM  # noqa: E402
+
+from memory_r1.llm import cpu_attention, cpu_linear, kv_cache  # noqa: E402
+
+
+def _model(attn: str = "memr1_cpu", dtype=torch.float32) -> LlamaForCausalLM:
+    cpu_attention.register()
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        tie_word_embeddings=True, attn_implementation=attn, pad_token_id=0, eos_token_id=1,
+    )
+    return LlamaForCausalLM(cfg).to(dtype).eval()
+
+
+def _batch(pads=(0, 3, 7), length=19):
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(2, 97, (len(pads), length), generator=g)
+    mask = torch.ones_like(ids)
+    for i, p in enumerate(pads):
+        ids[i, :p] = 0
+        mask[i, :p] = 0
+    return ids, mask
+
+
+def _generate(model, cache=None, new=12, **kw):
+    ids, mask = _batch()
+    extra = {"past_key_values": cache} if cache is not None else {}
+    with torch.inference_mode():
+        return model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new,
+                              pad_token_id=0, **extra, **kw)
+
+
+@pytest.mark.parametrize("reserve", [12, 0, 3])  # room for every token; growing at once; growing later
+def test_padded_cache_generates_what_the_dynamic_cache_does(reserve):
+    model = _model()
+    ref = _generate(model, DynamicCache(config=model.config), do_sample=False)
+    cache = kv_cache.PaddedCache(model.config.num_hidden_layers, reserve=reserve)
+    ours = _generate(model, cache, do_sample=False)
+    assert torch.equal(ours, ref)
+    layer = cache.layers[0]
+    assert layer.get_seq_length() == 19 + 12 - 1  # the last token is sampled, never cached
+    assert layer.capacity >= layer.get_seq_length()
+    # the room past the written tokens is still zeros (what the mask hides)
+    assert torch.count_nonzero(layer.keys[:, :, layer.length :]) == 0
+
+
+def test_padded_cache_with_sampling_and_with_transformers_sdpa():
+    model = _model()
+    torch.manual_seed(5)
+    ref = _generate(model, do_sample=True, temperature=1.0, top_k=0)
+    torch.manual_seed(5)
+    ours = _generate(model, kv_cache.PaddedCache(2, reserve=4), do_sample=True, temperature=1.0, top_k=0)
+    assert torch.equal(ours, ref)
+    # any attention that honours the mask can read it (here transformers' own sdpa)
+    sdpa = _model("sdpa")
+    assert torch.equal(
+        _generate(sdpa, kv_cache.PaddedCache(2, reserve=5), do_sample=False),
+        _generate(sdpa, do_sample=False),
+    )
+
+
+def test_padded_layer_crop_select_and_repeat():
+    layer = kv_cache.PaddedLayer(reserve=2)
+    k = torch.arange(2 * 1 * 4 * 2, dtype=torch.float32).reshape(2, 1, 4, 2)
+    layer.update(k, k + 100)
+    layer.crop(-1)  # drop the last position
+    assert layer.get_seq_length() == 3
+    assert torch.count_nonzero(layer.keys[:, :, 3:]) == 0
+    assert torch.equal(layer.keys[:, :, :3], k[:, :, :3])
+    layer.batch_select_indices(torch.tensor([1]))
+    assert layer.keys.shape[0] == 1 and torch.equal(layer.values[0, :, :3], k[1, :, :3] + 100)
+    layer.batch_repeat_interleave(3)
+    assert layer.keys.shape[0] == 3 and layer.get_seq_length() == 3
+    with pytest.raises(ValueError, match="batch/heads"):
+        layer.update(torch.zeros(2, 1, 1, 2), torch.zeros(2, 1, 1, 2))
+    assert layer.get_seq_length() == 3  # a refused update changes nothing
+
+
+def test_supports_full_attention_only():
+    assert kv_cache.supports(LlamaConfig())
+    qwen_like = LlamaConfig()
+    qwen_like.sliding_window, qwen_like.use_sliding_window = 4096, False  # Qwen2 ships it off
+    assert kv_cache.supports(qwen_like)
+    qwen_like.use_sliding_window = True
+    assert not kv_cache.supports(qwen_like)
+    hybrid = LlamaConfig()
+    hybrid.layer_types = ["full_attention", "sliding_attention"]
+    assert not kv_cache.supports(hybrid)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_linears_change_no_token(dtype):
+    if not cpu_linear.available(dtype):
+        pytest.skip(f"this torch build cannot pack {dtype} weights")
+    model = _model(dtype=dtype)
+    keys = sorted(model.state_dict())
+    ref = _generate(model, do_sample=False)
+    ids, mask = _batch()
+    with torch.inference_mode():
+        ref_logits = model(input_ids=ids, attention_mask=mask).logits
+    n = cpu_linear.pack_linears(model)
+    assert n == 2 * 7 + 1  # q k v o gate up down per layer, and the (tied) head
+    assert sorted(model.state_dict()) == keys
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied
+    with torch.inference_mode():
+        logits = model(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(logits, ref_logits, atol=1e-4 if dtype == torch.float32 else 0, rtol=1e-4 if dtype == torch.float32 else 0)
+    assert torch.equal(_generate(model, kv_cache.PaddedCache(2, reserve=12), do_sample=False), ref)
+    # with gradients on, the plain linear runs (and backward works)
+    model.train()
+    out = model(input_ids=ids, attention_mask=mask).logits
+    out.float().sum().backward()
+    assert model.model.layers[0].mlp.up_proj.weight.grad is not None
+    assert cpu_linear.unpack_linears(model) == n
+    assert not any(hasattr(m, "_memr1_packed") for m in model.modules())
