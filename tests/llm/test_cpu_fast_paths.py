@@ -126,3 +126,51 @@ def test_packed_linears_change_no_token(dtype):
     assert model.model.layers[0].mlp.up_proj.weight.grad is not None
     assert cpu_linear.unpack_linears(model) == n
     assert not any(hasattr(m, "_memr1_packed") for m in model.modules())
+
+
+def _prompts():
+    g = torch.Generator().manual_seed(3)
+    head_a = torch.randint(2, 97, (40,), generator=g).tolist()
+    head_b = head_a[:10] + torch.randint(2, 97, (30,), generator=g).tolist()  # another "speaker"
+    tail = lambda n: torch.randint(2, 97, (n,), generator=g).tolist()  # noqa: E731
+    return [head_a + tail(3), head_b + tail(7), head_a + tail(1), head_b + tail(2), head_a + tail(9)]
+
+
+def _plain(model, prompts, new=10, **kw):
+    longest = max(map(len, prompts))
+    ids = torch.zeros(len(prompts), longest, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, longest - len(p):] = torch.tensor(p)
+        mask[i, longest - len(p):] = 1
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new,
+                             pad_token_id=0, **kw)
+    return out[:, longest:]
+
+
+@pytest.mark.parametrize("attn", ["memr1_cpu", "sdpa"])
+def test_shared_prefixes_generate_what_the_plain_batch_does(attn):
+    model = _model(attn)
+    prompts = _prompts()
+    plan = kv_cache.prefix_plan(prompts, min_prefix=8)
+    assert sorted(p for p, _ in plan) == [40, 40]  # two groups, each prefix computed once
+    ids, mask, cache = kv_cache.prefix_batch(model, prompts, plan, reserve=10, pad_token_id=0)
+    assert cache.get_seq_length() == 40 and ids.shape[1] == 40 + 9
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache, max_new_tokens=10,
+                             min_new_tokens=10, do_sample=False, pad_token_id=0)
+    assert torch.equal(out[:, ids.shape[1]:], _plain(model, prompts, do_sample=False))
+
+
+def test_prefix_plan_leaves_a_lone_row_whole_and_skips_small_savings():
+    prompts = _prompts() + [list(range(2, 12))]  # a row that shares nothing
+    plan = kv_cache.prefix_plan(prompts, min_prefix=8)
+    assert (0, [5]) in plan
+    model = _model()
+    ids, mask, cache = kv_cache.prefix_batch(model, prompts, plan, reserve=10, pad_token_id=0)
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache, max_new_tokens=10,
+                             min_new_tokens=10, do_sample=False, pad_token_id=0)
+    assert torch.equal(out[:, ids.shape[1]:], _plain(model, prompts, do_sample=False))
+    assert kv_cache.prefix_plan([p[-12:] for p in prompts], min_prefix=8) is None  # nothing shared

@@ -319,5 +319,19 @@ def test_cpu_fast_paths_decode_like_stock_transformers_in_fp32(smol32):
         chats = CHATS + [[{"role": "user", "content": "Write two sentences about the sea. " * 12}]]
         params = SamplingParams(max_new_tokens=32)
         assert smol32.generate(chats, params) == ref.generate(chats, params)  # left-padded batch
+        # real extraction prompts of two speakers: each speaker's instructions computed once
+        from memory_r1.agents.extractor import build_extraction_messages
+        from memory_r1.types import Turn
+
+        said = ["I adopted a cat yesterday!", "Thanks, see you soon.", "I ran my first marathon in May.",
+                "My sister moved to Lisbon last year, and I visit her every summer."]
+        turns = [Turn(dia_id=f"D1:{i}", speaker=("Gina", "Jon")[i % 2], text=t, session=1,
+                      session_date="20 January, 2023") for i, t in enumerate(said)]
+        prompts = [build_extraction_messages(t) for t in turns]
+        before = smol32.prefix_batches
+        ours = smol32.generate(prompts, params)
+        assert smol32.prefix_batches == before + 1
+        assert ours == ref.generate(prompts, params)
+        assert ref.prefix_batches == 0
     finally:
         ref.close()

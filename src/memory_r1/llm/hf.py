@@ -344,6 +344,9 @@ class HFBackend(ClosingMixin):
     whole cache at each decode step).
     ``prepack``: on CPU, pack the linear weights for oneDNN once (:mod:`memory_r1.llm.cpu_linear`;
     half the time of a decode step's matmuls, identical results).
+    ``share_prefixes``: with the padded cache, rows of a batch that share a long token prefix (the
+    instructions and examples before a turn or a request) have it computed once per group
+    (:func:`~memory_r1.llm.kv_cache.prefix_plan`); the rest of each row is prefilled after it.
     """
 
     def __init__(
@@ -357,6 +360,7 @@ class HFBackend(ClosingMixin):
         num_threads: int | None = None,
         attn_implementation: str = "auto",
         prepack: bool = True,
+        share_prefixes: bool = True,
         tokenizer: str | os.PathLike | None = None,
         cache_root: str | os.PathLike | None = None,
         name: str | None = None,
@@ -437,6 +441,8 @@ class HFBackend(ClosingMixin):
         self.padded_cache = attn_implementation == cpu_attention.NAME and kv_cache.supports(
             model.config
         )
+        self.share_prefixes = share_prefixes and self.padded_cache
+        self.prefix_batches = 0  # batches that computed shared prefixes once (for benchmarks)
 
         gc_old = model.generation_config
         self.eos_token_ids = self._eos_ids(gc_old)
@@ -601,12 +607,25 @@ class HFBackend(ClosingMixin):
     ) -> list[Generation]:
         import torch
 
-        n, longest = len(prompts), max(len(p) for p in prompts)
-        ids = torch.full((n, longest), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((n, longest), dtype=torch.long)
-        for j, p in enumerate(prompts):
-            ids[j, longest - len(p) :] = torch.tensor(p, dtype=torch.long)
-            mask[j, longest - len(p) :] = 1
+        cache = None
+        plan = None
+        if self.share_prefixes:
+            from memory_r1.llm import kv_cache
+
+            plan = kv_cache.prefix_plan(prompts)
+        if plan is not None:
+            ids, mask, cache = kv_cache.prefix_batch(
+                self.model, prompts, plan, max(caps), self.pad_token_id, self.device
+            )
+            self.prefix_batches += 1
+        else:
+            n, longest = len(prompts), max(len(p) for p in prompts)
+            ids = torch.full((n, longest), self.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((n, longest), dtype=torch.long)
+            for j, p in enumerate(prompts):
+                ids[j, longest - len(p) :] = torch.tensor(p, dtype=torch.long)
+                mask[j, longest - len(p) :] = 1
+        longest = ids.shape[1]
         kwargs: dict[str, Any] = {
             "max_new_tokens": max(caps),
             "pad_token_id": self.pad_token_id,
@@ -618,12 +637,12 @@ class HFBackend(ClosingMixin):
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
-        if self.padded_cache:
+        if cache is None and self.padded_cache:
             from memory_r1.llm import kv_cache
 
-            kwargs["past_key_values"] = kv_cache.PaddedCache(
-                self.model.config.num_hidden_layers, reserve=max(caps)
-            )
+            cache = kv_cache.PaddedCache(self.model.config.num_hidden_layers, reserve=max(caps))
+        if cache is not None:
+            kwargs["past_key_values"] = cache
         try:
             out = self.model.generate(
                 input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs
