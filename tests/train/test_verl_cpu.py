@@ -123,6 +123,9 @@ def test_hf_rollout_server_batches_and_reports_trainer_log_probs() -> None:
 
     outs, greedy = asyncio.run(sample())
     assert server.stats["batches"] == 2  # 6 sampled requests in one batch, 2 greedy in another
+    # each prompt's samples share it whole: computed once per prompt (kv_cache.prefix_plan), and the
+    # log-probs below still match teacher forcing
+    assert server.stats["prefix_batches"] == 2
     for prompt, out in zip(prompts * 2, outs):
         assert 1 <= len(out.token_ids) <= 12
         assert out.extra_fields["global_steps"] is None and out.stop_reason == "completed"

@@ -466,7 +466,8 @@ class HFRolloutServer:
         self._batcher: Optional[asyncio.Task] = None
         self._inflight = 0
         self._lock = threading.Lock()  # generate vs. weight update
-        self.stats = {"requests": 0, "batches": 0, "generated_tokens": 0, "generate_s": 0.0, "weight_syncs": 0}
+        self.stats = {"requests": 0, "batches": 0, "prefix_batches": 0, "generated_tokens": 0, "generate_s": 0.0,
+                      "weight_syncs": 0}
 
         threads = _cpu_threads()
         torch.set_num_threads(threads)
@@ -524,6 +525,15 @@ class HFRolloutServer:
         )
         model.eval()
         model.requires_grad_(False)
+        self.fast_cpu = attn == "memr1_cpu"
+        if self.fast_cpu:
+            from memory_r1.llm import cpu_linear, kv_cache
+
+            # bf16 packing is bit-identical to the plain matmul; weights synced later (in place) are
+            # packed again on first use
+            if self.dtype == torch.bfloat16:
+                cpu_linear.pack_linears(model)
+            self.fast_cpu = kv_cache.supports(model.config)
         log.info("hf rollout server loaded the policy in %.1f s", time.perf_counter() - t0)
         return model
 
@@ -631,12 +641,27 @@ class HFRolloutServer:
         from transformers import GenerationConfig, LogitsProcessorList
 
         first = batch[0]
-        width = max(len(r.prompt_ids) for r in batch)
-        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for i, r in enumerate(batch):  # left padding
-            input_ids[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids, dtype=torch.long)
-            attention[i, width - len(r.prompt_ids) :] = 1
+        cache = None
+        plan = None
+        if self.fast_cpu:  # the GRPO samples of one prompt share all of it: computed once
+            from memory_r1.llm import kv_cache
+
+            plan = kv_cache.prefix_plan([r.prompt_ids for r in batch])
+            if plan is None:
+                cache = kv_cache.PaddedCache(self.model.config.num_hidden_layers, reserve=first.max_tokens)
+        if plan is not None:
+            input_ids, attention, cache = kv_cache.prefix_batch(
+                self.model, [r.prompt_ids for r in batch], plan, first.max_tokens, self.pad_id
+            )
+            width = input_ids.shape[1]
+            self.stats["prefix_batches"] += 1
+        else:
+            width = max(len(r.prompt_ids) for r in batch)
+            input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+            attention = torch.zeros((len(batch), width), dtype=torch.long)
+            for i, r in enumerate(batch):  # left padding
+                input_ids[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids, dtype=torch.long)
+                attention[i, width - len(r.prompt_ids) :] = 1
         sample = first.temperature > 0
         gen_kwargs: dict[str, Any] = {
             "max_new_tokens": first.max_tokens,
@@ -659,6 +684,7 @@ class HFRolloutServer:
                 attention_mask=attention,
                 generation_config=GenerationConfig(**gen_kwargs),
                 logits_processor=LogitsProcessorList([recorder]),
+                **({"past_key_values": cache} if cache is not None else {}),
             )
         seconds = time.perf_counter() - t0
         sequences = out if isinstance(out, torch.Tensor) else out.sequences
