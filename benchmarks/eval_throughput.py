@@ -74,10 +74,12 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
 
     timings = summary["timings_s"]
-    ingest = list(summary["ingest"].values())[0] if summary["ingest"] else {}
-    turns = ingest.get("turns", 0)
-    gen_tokens = ingest.get("completion_tokens", 0) + sum(p["completion_tokens"] for p in preds)
-    prompt_tokens = ingest.get("prompt_tokens", 0) + sum(p["prompt_tokens"] for p in preds)
+    # conversations ingested side by side share one batch and record the same stats: count each once
+    batches = list({json.dumps(v, sort_keys=True): v for v in summary["ingest"].values()}.values())
+    ingest = batches[0] if len(batches) == 1 else {"batches": batches}
+    turns = sum(b.get("turns", 0) for b in batches)
+    gen_tokens = sum(b.get("completion_tokens", 0) for b in batches) + sum(p["completion_tokens"] for p in preds)
+    prompt_tokens = sum(b.get("prompt_tokens", 0) for b in batches) + sum(p["prompt_tokens"] for p in preds)
     llm_s = timings["ingest_s"] + timings["answer_s"]
     n_q = len(preds)
 
@@ -105,7 +107,7 @@ def main() -> None:
         "versions": manifest["versions"],
         "split": args.split,
         "source": str(args.from_run) if args.from_run else "fresh run in a temporary folder",
-        "conversations": split.conversation_ids,
+        "conversations": sorted(summary["ingest"]) or split.conversation_ids,
         "questions": n_q,
         "turns_ingested": turns,
         "wall_s": round(wall, 1),
