@@ -17,6 +17,10 @@ batch runs past it, so decoding reallocates at most rarely.
 It needs an attention mask on every forward pass (``generate`` always builds one); called without a
 mask, a model would attend to the zero tail. :mod:`memory_r1.llm.cpu_attention` slices the tail off a
 first (prefill) pass, so the prompt is attended as without the cache.
+
+The same cache can start a batch from prefixes computed once per group of rows that share them
+(:func:`prefix_plan`, :func:`prefix_batch`): a speaker's fact-extraction prompts share 188 of their
+~200 tokens, and the GRPO samples of one prompt share all of it.
 """
 
 from __future__ import annotations
