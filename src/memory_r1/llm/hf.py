@@ -605,26 +605,13 @@ class HFBackend(ClosingMixin):
     def _generate_batch(
         self, prompts: list[list[int]], caps: list[int], params: SamplingParams
     ) -> list[Generation]:
-        import torch
+        from memory_r1.llm import kv_cache
 
-        cache = None
-        plan = None
-        if self.share_prefixes:
-            from memory_r1.llm import kv_cache
-
-            plan = kv_cache.prefix_plan(prompts)
-        if plan is not None:
-            ids, mask, cache = kv_cache.prefix_batch(
-                self.model, prompts, plan, max(caps), self.pad_token_id, self.device
-            )
-            self.prefix_batches += 1
-        else:
-            n, longest = len(prompts), max(len(p) for p in prompts)
-            ids = torch.full((n, longest), self.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((n, longest), dtype=torch.long)
-            for j, p in enumerate(prompts):
-                ids[j, longest - len(p) :] = torch.tensor(p, dtype=torch.long)
-                mask[j, longest - len(p) :] = 1
+        ids, mask, cache, shared = kv_cache.generation_inputs(
+            self.model, prompts, max(caps), self.pad_token_id, padded_cache=self.padded_cache,
+            share_prefixes=self.share_prefixes, device=self.device,
+        )
+        self.prefix_batches += int(shared)
         longest = ids.shape[1]
         kwargs: dict[str, Any] = {
             "max_new_tokens": max(caps),
@@ -637,16 +624,10 @@ class HFBackend(ClosingMixin):
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
-        if cache is None and self.padded_cache:
-            from memory_r1.llm import kv_cache
-
-            cache = kv_cache.PaddedCache(self.model.config.num_hidden_layers, reserve=max(caps))
         if cache is not None:
             kwargs["past_key_values"] = cache
         try:
-            out = self.model.generate(
-                input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs
-            )
+            out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
         except RuntimeError as exc:
             raise LLMError(f"{self.name}: generation failed on {self.device}: {exc}") from exc
         new = out[:, longest:].tolist()

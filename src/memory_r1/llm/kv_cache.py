@@ -25,6 +25,7 @@ The same cache can start a batch from prefixes computed once per group of rows t
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from transformers.cache_utils import Cache, DynamicLayer
@@ -156,15 +157,6 @@ class PaddedCache(Cache):
         super().__init__(layers=[PaddedLayer(reserve=reserve) for _ in range(num_layers)])
 
 
-def _lcp(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def shared_prefix_groups(prompts: list[list[int]], min_prefix: int = 32, keep: float = 0.6
                          ) -> list[tuple[int, list[int]]]:
     """Rows grouped by a shared token prefix: ``[(prefix length, row indices), ...]``, every row in
@@ -188,7 +180,7 @@ def shared_prefix_groups(prompts: list[list[int]], min_prefix: int = 32, keep: f
     for i in order:
         if cur:
             p = min(cur_p if len(cur) > 1 else len(prompts[cur[0]]) - 1,
-                    _lcp(prompts[cur[-1]], prompts[i]), len(prompts[i]) - 1)
+                    len(os.path.commonprefix([prompts[cur[-1]], prompts[i]])), len(prompts[i]) - 1)
             if p >= min_prefix and (len(cur) == 1 or p >= keep * cur_p):
                 cur.append(i)
                 cur_p = p
@@ -262,6 +254,40 @@ def prefix_batch(model: Any, prompts: list[list[int]], plan: list[tuple[int, lis
     for layer, part in zip(cache.layers, parts, strict=True):
         layer.load_prefixes(n, pmax, width + reserve, part)
     return ids.to(device), mask.to(device), cache
+
+
+def left_padded(prompts: list[list[int]], pad_token_id: int) -> tuple[Any, Any]:
+    """``input_ids`` and ``attention_mask`` of a left-padded batch.
+
+    >>> ids, mask = left_padded([[5, 6, 7], [8]], pad_token_id=0)
+    >>> ids.tolist(), mask.tolist()
+    ([[5, 6, 7], [0, 0, 8]], [[1, 1, 1], [0, 0, 1]])
+    """
+    import torch
+
+    n, longest = len(prompts), max(len(p) for p in prompts)
+    ids = torch.full((n, longest), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((n, longest), dtype=torch.long)
+    for j, p in enumerate(prompts):
+        ids[j, longest - len(p) :] = torch.tensor(p, dtype=torch.long)
+        mask[j, longest - len(p) :] = 1
+    return ids, mask
+
+
+def generation_inputs(model: Any, prompts: list[list[int]], reserve: int, pad_token_id: int, *,
+                      padded_cache: bool, share_prefixes: bool, device: Any = "cpu"
+                      ) -> tuple[Any, Any, PaddedCache | None, bool]:
+    """``(input_ids, attention_mask, past_key_values or None, shared)`` for ``model.generate``: the
+    shared-prefix layout of :func:`prefix_batch` when ``share_prefixes`` and :func:`prefix_plan`
+    finds it worth it (``shared`` is then True), else a left-padded batch, with an empty
+    :class:`PaddedCache` when ``padded_cache`` (else None: transformers' default cache)."""
+    plan = prefix_plan(prompts) if share_prefixes else None
+    if plan is not None:
+        ids, mask, cache = prefix_batch(model, prompts, plan, reserve, pad_token_id, device)
+        return ids, mask, cache, True
+    ids, mask = left_padded(prompts, pad_token_id)
+    cache = PaddedCache(model.config.num_hidden_layers, reserve=reserve) if padded_cache else None
+    return ids.to(device), mask.to(device), cache, False
 
 
 def supports(config: Any) -> bool:

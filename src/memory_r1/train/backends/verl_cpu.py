@@ -641,27 +641,15 @@ class HFRolloutServer:
         from transformers import GenerationConfig, LogitsProcessorList
 
         first = batch[0]
-        cache = None
-        plan = None
-        if self.fast_cpu:  # the GRPO samples of one prompt share all of it: computed once
-            from memory_r1.llm import kv_cache
+        from memory_r1.llm import kv_cache
 
-            plan = kv_cache.prefix_plan([r.prompt_ids for r in batch])
-            if plan is None:
-                cache = kv_cache.PaddedCache(self.model.config.num_hidden_layers, reserve=first.max_tokens)
-        if plan is not None:
-            input_ids, attention, cache = kv_cache.prefix_batch(
-                self.model, [r.prompt_ids for r in batch], plan, first.max_tokens, self.pad_id
-            )
-            width = input_ids.shape[1]
-            self.stats["prefix_batches"] += 1
-        else:
-            width = max(len(r.prompt_ids) for r in batch)
-            input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-            attention = torch.zeros((len(batch), width), dtype=torch.long)
-            for i, r in enumerate(batch):  # left padding
-                input_ids[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids, dtype=torch.long)
-                attention[i, width - len(r.prompt_ids) :] = 1
+        # the GRPO samples of one prompt share all of it: computed once
+        input_ids, attention, cache, shared = kv_cache.generation_inputs(
+            self.model, [r.prompt_ids for r in batch], first.max_tokens, self.pad_id,
+            padded_cache=self.fast_cpu, share_prefixes=self.fast_cpu,
+        )
+        width = input_ids.shape[1]
+        self.stats["prefix_batches"] += int(shared)
         sample = first.temperature > 0
         gen_kwargs: dict[str, Any] = {
             "max_new_tokens": first.max_tokens,
