@@ -26,12 +26,16 @@ def test_memory_r1_slice_with_self_judge(tmp_path):
     assert len(rows) == 3 and {r["conversation_id"] for r in rows} == {"conv-30"}
     for r in rows:
         for key in ("question", "gold", "category", "prediction", "distilled", "retrieved_ids",
-                    "latency_s", "prompt_tokens", "completion_tokens", "judge"):
+                    "latency_s", "prompt_tokens", "completion_tokens", "judge", "judge_latency_s"):
             assert key in r
         assert isinstance(r["judge"], bool)
         assert r["prompt_tokens"] > 100 and r["completion_tokens"] > 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["questions"] == 3
+    judged = sum(r["judge_latency_s"] for r in rows)
+    assert summary["timings_s"]["judge_s"] + 0.01 >= judged >= 0
+    for stage, seconds in summary["this_process_s"].items():  # one process: the two clocks agree
+        assert summary["timings_s"][stage] == pytest.approx(seconds, abs=0.05), stage
     overall = summary["rows"][-1]
     assert overall["label"] == "Overall" and overall["count"] == 3 and overall["judge"] is not None
     ing = summary["ingest"]["conv-30"]
@@ -90,6 +94,13 @@ def test_rag_turns_resume_after_kill_and_judge_none(tmp_path, monkeypatch):
     assert [r["qid"] for r in again] == [r["qid"] for r in first]
     assert again[:2] == first[:2]
     assert asked == [first[2]["qid"], first[3]["qid"]]  # only the unfinished questions
+    # the summary times the whole folder, not just the process that finished it
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["this_process_s"]["ingest_s"] == 0.0  # nothing ingested again ...
+    ingest_s = summary["ingest"]["conv-30"]["seconds"]
+    assert ingest_s > 0 and summary["timings_s"]["ingest_s"] == pytest.approx(ingest_s, abs=0.01)  # ... counted
+    assert summary["timings_s"]["answer_s"] == pytest.approx(sum(r["latency_s"] for r in again), abs=0.01)
+    assert summary["timings_s"]["answer_s"] > summary["this_process_s"]["answer_s"]
 
 
 def test_other_config_is_refused(tmp_path):

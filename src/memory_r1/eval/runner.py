@@ -10,6 +10,8 @@ Folder layout::
 
 Resume: a conversation without its ingestion marker has its banks cleared and rebuilt; questions
 already in predictions.jsonl are not asked again; a half-written last line (a killed run) is dropped.
+``summary.json``'s ``timings_s`` covers every process that worked on the folder (see `run_timings`);
+``this_process_s`` only the last one.
 """
 
 from __future__ import annotations
@@ -256,6 +258,28 @@ def _load_judge(cfg: dict, main_llm, out: Path):
     return Judge(llm, sampling(jcfg), cache, model_name=llm.name), name
 
 
+def run_timings(records: list[dict], ingest_stats: dict, this_process: dict, control_s: float = 0.0) -> dict:
+    """Seconds per stage for the whole folder, over every process that worked on it (a resumed run
+    keeps the time its earlier processes spent): ingestion from the batches' own clocks (conversations
+    ingested side by side share one batch, counted once), answering and judging from the per-question
+    latencies, plus this process's load time and judge control pairs. A judge time older runs did not
+    record per question counts as this process's.
+
+    >>> recs = [{"latency_s": 2.0, "judge_latency_s": 0.5}, {"latency_s": 3.0}]
+    >>> batch = {"turns": 10, "seconds": 40.0}
+    >>> run_timings(recs, {"conv-1": batch, "conv-2": dict(batch)},
+    ...             {"load_s": 5.0, "ingest_s": 0.0, "answer_s": 3.0, "judge_s": 1.5}, control_s=1.0)
+    {'load_s': 5.0, 'ingest_s': 40.0, 'answer_s': 5.0, 'judge_s': 1.5}
+    """
+    batches = {json.dumps(b, sort_keys=True): b for b in ingest_stats.values()}
+    ingest = sum(float(b.get("seconds", 0.0)) for b in batches.values())
+    answer = sum(float(r.get("latency_s", 0.0)) for r in records)
+    judged = sum(float(r.get("judge_latency_s", 0.0)) for r in records)
+    judge = max(judged + control_s, this_process.get("judge_s", 0.0))
+    return {"load_s": round(this_process.get("load_s", 0.0), 2), "ingest_s": round(ingest, 2),
+            "answer_s": round(answer, 2), "judge_s": round(judge, 2)}
+
+
 def run_eval(req: EvalRequest) -> Path:
     """Run (or resume) one evaluation; returns the output folder."""
     import random
@@ -312,6 +336,7 @@ def run_eval(req: EvalRequest) -> Path:
     state = out / "state"
     state.mkdir(exist_ok=True)
     ingest_stats = {}
+    control_s = 0.0
     try:
         with _Progress(req.show_progress) as progress:
             pending = [c for c, qs in plan if not (state / f"ingested-{c.conversation_id}.json").exists()
@@ -345,10 +370,13 @@ def run_eval(req: EvalRequest) -> Path:
                     if judge is not None:
                         t = time.perf_counter()
                         js = judge.judge([(r["question"], r["gold"], r["prediction"]) for r in rows])
-                        timings["judge_s"] += time.perf_counter() - t
+                        dt = time.perf_counter() - t
+                        timings["judge_s"] += dt
+                        per_q = dt / max(len(rows), 1)
                         for r, j in zip(rows, js):
                             r["judge"] = j.correct
                             r["judge_parsed"] = j.parsed
+                            r["judge_latency_s"] = round(per_q, 4)
                     else:
                         for r in rows:
                             r["judge"] = None
@@ -360,7 +388,8 @@ def run_eval(req: EvalRequest) -> Path:
         if judge is not None:
             t = time.perf_counter()
             control = control_accuracy(judge, records, int((cfg.get("judge") or {}).get("control_pairs", 20)))
-            timings["judge_s"] += time.perf_counter() - t
+            control_s = time.perf_counter() - t
+            timings["judge_s"] += control_s
     finally:
         store.close()
         if judge is not None:
@@ -374,7 +403,9 @@ def run_eval(req: EvalRequest) -> Path:
         "answer_format_failures": sum(1 for r in records if not r.get("answer_format_ok", True)),
         "judge_unparsed": n_unparsed_judge,
         "judge_control": control,
-        "ingest": ingest_stats, "timings_s": {k: round(v, 2) for k, v in timings.items()},
+        "ingest": ingest_stats,
+        "timings_s": run_timings(records, ingest_stats, timings, control_s),
+        "this_process_s": {k: round(v, 2) for k, v in timings.items()},
     }
     atomic_write(out / "summary.json", json.dumps(summary, indent=2))
     notes = [
@@ -382,6 +413,8 @@ def run_eval(req: EvalRequest) -> Path:
         f"({', '.join(split.conversation_ids)}); {len(records)} questions",
         f"judge: {judge_name}" + (f" ({n_unparsed_judge} unreadable judge outputs scored WRONG)" if n_unparsed_judge else ""),
         f"answers without an 'Answer:' line: {summary['answer_format_failures']}",
+        "time (s, all runs into this folder): " + ", ".join(
+            f"{k.removesuffix('_s')} {v:,.0f}" for k, v in summary["timings_s"].items()),
     ]
     if control:
         notes.append(
