@@ -6,7 +6,9 @@ this machine's compute floor (model FLOPs per token over a bf16 matmul rate meas
 
 It also projects the full test split (5,094 turns, 1,307 questions) from the measured rates.
 ``--from-run DIR`` reads a finished ``memr1 eval`` folder (e.g. the main job's
-runs/eval/smollm2-135m-val) instead of evaluating again; its wall time is the sum of its stages.
+runs/eval/smollm2-135m-val) instead of evaluating again; its wall time is the sum of its stages,
+over every process that worked on the folder (a resumed run included). ``--note`` lines are kept
+in the JSON (what ran, on which machine, anything the clocks missed).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def main() -> None:
     ap.add_argument("--judge", default=None, help="judge backend (default: the recipe's)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "eval_throughput.json")
     ap.add_argument("--from-run", type=Path, default=None, help="a finished `memr1 eval` folder to read")
+    ap.add_argument("--note", action="append", default=[], help="a line about the run, kept in the JSON")
     ap.add_argument("overrides", nargs="*", help="recipe overrides key=value")
     args = ap.parse_args()
 
@@ -128,6 +131,7 @@ def main() -> None:
         },
         "projected_test_split_s": projected and round(projected, 0),
         "summary_rows": summary["rows"],
+        "notes": args.note,
         "ingest_stats": ingest,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
