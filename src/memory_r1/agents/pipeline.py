@@ -245,7 +245,9 @@ class Pipeline:
     # ---- answering --------------------------------------------------------------------------
 
     def answer(self, conv: Conversation, questions: list[QA]) -> list[dict]:
-        """One record per question: prediction, distilled memories, retrieved ids, tokens, latency."""
+        """One record per question: prediction, distilled memories, retrieved ids, tokens, latency
+        (the batch's retrieval and generation time over its questions)."""
+        t0 = time.perf_counter()
         acfg = self.cfg["answer"]
         params = sampling(acfg)
         a, b = conv.speakers
@@ -264,7 +266,6 @@ class Pipeline:
                 build_answer_messages(q.question, a, ma, b, mb, distill=bool(acfg.get("distill", True)))
                 for q, (ma, mb) in zip(questions, retrieved)
             ]
-        t0 = time.perf_counter()
         gens = self.answer_llm.generate(prompts, params)
         per_q = (time.perf_counter() - t0) / max(len(questions), 1)
         out = []
