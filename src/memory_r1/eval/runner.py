@@ -262,8 +262,9 @@ def run_timings(records: list[dict], ingest_stats: dict, this_process: dict, con
     """Seconds per stage for the whole folder, over every process that worked on it (a resumed run
     keeps the time its earlier processes spent): ingestion from the batches' own clocks (conversations
     ingested side by side share one batch, counted once), answering and judging from the per-question
-    latencies, plus this process's load time and judge control pairs. A judge time older runs did not
-    record per question counts as this process's.
+    latencies, plus this process's load time and judge control pairs. Rows written before the judge
+    time was recorded per question add no judge time; the result is never below this process's own
+    judge clock.
 
     >>> recs = [{"latency_s": 2.0, "judge_latency_s": 0.5}, {"latency_s": 3.0}]
     >>> batch = {"turns": 10, "seconds": 40.0}
