@@ -52,7 +52,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from memory_r1.data import load_split
-    from memory_r1.eval.runner import EvalRequest, read_predictions, run_eval
+    from memory_r1.eval.runner import EvalRequest, ingest_batches, read_predictions, run_eval
 
     if args.from_run:
         out = args.from_run
@@ -77,8 +77,7 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
 
     timings = summary["timings_s"]
-    # conversations ingested side by side share one batch and record the same stats: count each once
-    batches = list({json.dumps(v, sort_keys=True): v for v in summary["ingest"].values()}.values())
+    batches = ingest_batches(summary["ingest"])
     ingest = batches[0] if len(batches) == 1 else {"batches": batches}
     turns = sum(b.get("turns", 0) for b in batches)
     gen_tokens = sum(b.get("completion_tokens", 0) for b in batches) + sum(p["completion_tokens"] for p in preds)

@@ -258,11 +258,22 @@ def _load_judge(cfg: dict, main_llm, out: Path):
     return Judge(llm, sampling(jcfg), cache, model_name=llm.name), name
 
 
+def ingest_batches(ingest_stats: dict) -> list[dict]:
+    """The distinct ingestion batches behind per-conversation stats: conversations ingested side by
+    side share one batch and record the same stats, so each batch is listed once.
+
+    >>> b = {"turns": 10, "seconds": 40.0}
+    >>> ingest_batches({"conv-1": b, "conv-2": dict(b), "conv-3": {"turns": 5, "seconds": 9.0}})
+    [{'turns': 10, 'seconds': 40.0}, {'turns': 5, 'seconds': 9.0}]
+    """
+    return list({json.dumps(b, sort_keys=True): b for b in ingest_stats.values()}.values())
+
+
 def run_timings(records: list[dict], ingest_stats: dict, this_process: dict, control_s: float = 0.0) -> dict:
     """Seconds per stage for the whole folder, over every process that worked on it (a resumed run
-    keeps the time its earlier processes spent): ingestion from the batches' own clocks (conversations
-    ingested side by side share one batch, counted once), answering and judging from the per-question
-    latencies, plus this process's load time and judge control pairs. Rows written before the judge
+    keeps the time its earlier processes spent): ingestion from the clocks of its
+    :func:`ingest_batches`, answering and judging from the per-question latencies, plus this
+    process's load time and judge control pairs. Rows written before the judge
     time was recorded per question add no judge time; the result is never below this process's own
     judge clock.
 
@@ -272,8 +283,7 @@ def run_timings(records: list[dict], ingest_stats: dict, this_process: dict, con
     ...             {"load_s": 5.0, "ingest_s": 0.0, "answer_s": 3.0, "judge_s": 1.5}, control_s=1.0)
     {'load_s': 5.0, 'ingest_s': 40.0, 'answer_s': 5.0, 'judge_s': 1.5}
     """
-    batches = {json.dumps(b, sort_keys=True): b for b in ingest_stats.values()}
-    ingest = sum(float(b.get("seconds", 0.0)) for b in batches.values())
+    ingest = sum(float(b.get("seconds", 0.0)) for b in ingest_batches(ingest_stats))
     answer = sum(float(r.get("latency_s", 0.0)) for r in records)
     judged = sum(float(r.get("judge_latency_s", 0.0)) for r in records)
     judge = max(judged + control_s, this_process.get("judge_s", 0.0))

@@ -507,13 +507,13 @@ class HFRolloutServer:
     def _load_model(self) -> torch.nn.Module:
         from transformers import AutoModelForCausalLM
 
+        from memory_r1.llm import cpu_attention, cpu_linear, kv_cache
+
         override = _cfg_get(self.model_config, "override_config", None) or {}
         if hasattr(override, "items"):
             override = {k: v for k, v in override.items()}
         attn = override.pop("attn_implementation", None) or "sdpa"
         if attn == "sdpa":  # generation only: the same math, faster on left-padded CPU batches
-            from memory_r1.llm import cpu_attention
-
             attn = cpu_attention.register()
         t0 = time.perf_counter()
         model = AutoModelForCausalLM.from_pretrained(
@@ -525,15 +525,12 @@ class HFRolloutServer:
         )
         model.eval()
         model.requires_grad_(False)
-        self.fast_cpu = attn == "memr1_cpu"
-        if self.fast_cpu:
-            from memory_r1.llm import cpu_linear, kv_cache
-
-            # bf16 packing is bit-identical to the plain matmul; weights synced later (in place) are
-            # packed again on first use
-            if self.dtype == torch.bfloat16:
-                cpu_linear.pack_linears(model)
-            self.fast_cpu = kv_cache.supports(model.config)
+        fast = attn == cpu_attention.NAME
+        # bf16 packing is bit-identical to the plain matmul; weights synced later (in place) are
+        # packed again on first use
+        if fast and self.dtype == torch.bfloat16:
+            cpu_linear.pack_linears(model)
+        self.fast_cpu = fast and kv_cache.supports(model.config)
         log.info("hf rollout server loaded the policy in %.1f s", time.perf_counter() - t0)
         return model
 
