@@ -48,6 +48,16 @@ class Session(BaseModel):
     turns: list[Turn]
 
 
+def make_qid(conversation_id: str, index: int) -> str:
+    """The id of a LoCoMo question: its conversation and its 0-based place in that conversation's
+    ``qa`` list (adversarial questions count), as :attr:`QA.qid` and the gold audit name it.
+
+    >>> make_qid("conv-26", 2)
+    'conv-26/q2'
+    """
+    return f"{conversation_id}/q{index}"
+
+
 class QA(BaseModel):
     """A LoCoMo question with its gold answer (always a string) and linked evidence turns."""
 
@@ -63,7 +73,7 @@ class QA(BaseModel):
 
     @property
     def qid(self) -> str:
-        return f"{self.conversation_id}/q{self.index}"
+        return make_qid(self.conversation_id, self.index)
 
     @property
     def category_label(self) -> str:

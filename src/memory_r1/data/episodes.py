@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -215,8 +215,8 @@ def _search(factory: BankFactory, ns: str, queries: list[str], k: int) -> list[l
     return bank.search_many(queries, k)
 
 
-def _questions_of(split: Split, conv: Conversation) -> list[QA]:
-    return [q for q in split.questions() if q.conversation_id == conv.conversation_id]
+def _questions_of(split: Split, conv: Conversation, exclude_qids: Collection[str] = ()) -> list[QA]:
+    return [q for q in split.questions() if q.conversation_id == conv.conversation_id and q.qid not in exclude_qids]
 
 
 def answer_rows(
@@ -227,17 +227,19 @@ def answer_rows(
     distill: bool = True,
     source: str = "observations",
     max_questions: int | None = None,
+    exclude_qids: Collection[str] = (),
 ) -> list[dict]:
     """One Answer Agent row per question of ``split``: ``top_k`` memories per speaker retrieved by
     the question from ``factory``'s banks (already filled: :func:`observation_banks`,
-    :func:`pipeline_banks` or :func:`check_banks`)."""
+    :func:`pipeline_banks` or :func:`check_banks`). Questions in ``exclude_qids`` get no row (e.g.
+    the audited-wrong gold answers, :mod:`memory_r1.data.audit`)."""
     from memory_r1.agents.answerer import build_answer_messages
 
     if top_k < 0:
         raise EpisodeError(f"top_k must be >= 0, got {top_k}")
     rows: list[dict] = []
     for conv in split.conversations:
-        qs = _questions_of(split, conv)
+        qs = _questions_of(split, conv, exclude_qids)
         a, b = conv.speakers
         texts = [q.question for q in qs]
         hits_a = _search(factory, bank_namespace(conv.conversation_id, a), texts, top_k)
@@ -420,6 +422,7 @@ def manager_rows(
     data: str | Path | None = None,
     embedder=None,
     max_turns: int | None = None,
+    exclude_qids: Collection[str] = (),
 ) -> list[dict]:
     """One Memory Manager row per evidence turn of ``split`` (the paper's Algorithm 1): bank state
     from the preceding turns (``history_turns``: window length, None = all), the turn's facts, the
@@ -428,7 +431,8 @@ def manager_rows(
     ``source``: ``observations`` (no LLM) or ``pipeline`` (needs ``llm`` and an ``ingest`` recipe
     section: the manager that builds the states and the extractor that states the turn's facts).
     ``embedder``: for the scratch banks (default MiniLM). ``max_turns``: keep the first N evidence
-    turns (smoke runs)."""
+    turns (smoke runs). ``exclude_qids``: questions left out of every row (their gold answers never
+    reach the reward); a turn cited only by such questions gets no row."""
     if source not in ("observations", "pipeline"):
         raise EpisodeError(
             f"Memory Manager episodes need a bank state before each turn: source must be "
@@ -438,7 +442,7 @@ def manager_rows(
         raise EpisodeError("source=pipeline needs an LLM and an ingest recipe section")
     plan: list[tuple[Conversation, EvidenceTurn]] = []
     for conv in split.conversations:
-        for et in evidence_turns(conv, _questions_of(split, conv)):
+        for et in evidence_turns(conv, _questions_of(split, conv, exclude_qids)):
             plan.append((conv, et))
     if max_turns is not None:
         plan = plan[:max_turns]

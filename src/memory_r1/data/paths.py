@@ -1,7 +1,11 @@
-"""Where the LoCoMo file is found, and the pinned download.
+"""Where the LoCoMo file (and its gold-answer audit) is found, and the pinned download.
 
 Resolution order: an explicit path (`--data`), env `MEMR1_LOCOMO`, `../shared/data/locomo/locomo10.json`
 beside the repository, then the user cache (`memr1 data download` puts it there).
+
+The audit of wrong gold answers (``gold_audit.json``, see :mod:`memory_r1.data.audit`) is found the
+same way: `--gold-audit`, env `MEMR1_GOLD_AUDIT`, beside the LoCoMo file in use, the shared folder,
+the user cache; unlike the data it is optional (:func:`resolve_gold_audit_path` returns None).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ LOCOMO_URL = (
     "3eb6f2c585f5e1699204e3c3bdf7adc5c28cb376/data/locomo10.json"
 )
 ENV_VAR = "MEMR1_LOCOMO"
+AUDIT_FILENAME = "gold_audit.json"
+AUDIT_ENV_VAR = "MEMR1_GOLD_AUDIT"
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -73,6 +79,31 @@ def resolve_locomo_path(explicit: str | os.PathLike | None = None) -> Path:
         f"LoCoMo file not found (looked at {looked}); pass --data PATH, set {ENV_VAR}, "
         "or run `memr1 data download`"
     )
+
+
+def resolve_gold_audit_path(
+    explicit: str | os.PathLike | None = None, data: str | os.PathLike | None = None
+) -> Path | None:
+    """The gold-answer audit file, or None when there is none. Looked for as the data file is: an
+    explicit path (`--gold-audit`), `$MEMR1_GOLD_AUDIT` (either must exist), then ``gold_audit.json``
+    beside the LoCoMo file in use, in the shared folder, in the user cache."""
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise DataNotFoundError(f"gold audit given by --gold-audit does not exist: {path}")
+        return path
+    if os.environ.get(AUDIT_ENV_VAR):
+        path = Path(os.environ[AUDIT_ENV_VAR]).expanduser()
+        if not path.is_file():
+            raise DataNotFoundError(f"gold audit given by ${AUDIT_ENV_VAR} does not exist: {path}")
+        return path
+    places = []
+    try:
+        places.append(resolve_locomo_path(data).parent / AUDIT_FILENAME)
+    except DataNotFoundError:
+        pass
+    places += [p.parent / AUDIT_FILENAME for reason, p in candidate_paths() if reason in ("shared folder", "user cache")]
+    return next((p for p in places if p.is_file()), None)
 
 
 def sha256_file(path: Path) -> str:

@@ -14,6 +14,9 @@ manager  one per evidence turn: bank state before  a frozen Answer Agent answers
 bank source is the recipe's (``observations``, ``pipeline``, ``banks``); a Memory Manager
 checkpoint (``manager``) builds the banks of the ``pipeline`` source, and ``banks`` (a folder of
 pre-built banks, e.g. ``<eval out>/banks``) switches the answer stage to the ``banks`` source.
+``episodes.drop_wrong_golds: true`` keeps the train questions whose gold answer the audit marks
+wrong (``gold_audit.json``, :mod:`memory_r1.data.audit`) out of the training rows, so out of the RL
+reward; the validation rows keep every question (the standard protocol).
 """
 
 from __future__ import annotations
@@ -104,19 +107,37 @@ def build_episodes(
     t0 = time.perf_counter()
     info: dict[str, Any] = {"stage": stage, "source": source, "manager": manager,
                             "train_split": train_split.name, "val_split": val_name}
+    drop = wrong_gold_qids(train_split, data) if episodes.get("drop_wrong_golds", False) else []
+    info["dropped_wrong_golds"] = drop
     if stage == "answer":
         train, val = _answer_episodes(source, episodes, train_split, val_split, max_val, backbone=backbone,
-                                      out_dir=out_dir, manager=manager, banks=banks, data=data, info=info)
+                                      out_dir=out_dir, manager=manager, banks=banks, data=data, info=info,
+                                      exclude_qids=frozenset(drop))
     else:
         train, val = _manager_episodes(source, episodes, train_split, val_split, max_val, backbone=backbone,
-                                       manager=manager, data=data, info=info)
+                                       manager=manager, data=data, info=info, exclude_qids=frozenset(drop))
     info["seconds"] = round(time.perf_counter() - t0, 2)
     log.info("%s episodes: %d train, %d val (%s, %.1f s)", stage, len(train), len(val), source, info["seconds"])
     return EpisodeSet(train, val, info)
 
 
+def wrong_gold_qids(split, data: str | Path | None = None) -> list[str]:
+    """The questions of ``split`` whose gold answer the audit marks wrong (train: 15 of 152). An
+    audit that cannot be found is an error here: the recipe asked for these questions to be dropped."""
+    from memory_r1.data.audit import find_gold_audit
+
+    audit = find_gold_audit(data=data)
+    if audit is None:
+        raise EpisodeError("episodes.drop_wrong_golds=true, but no gold_audit.json was found (beside the "
+                           "LoCoMo file, in the shared folder or the user cache; or set $MEMR1_GOLD_AUDIT)")
+    drop = audit.wrong_among(q.qid for q in split.questions())
+    log.info("leaving %d questions with audited-wrong gold answers out of the %s rows (%s)",
+             len(drop), split.name, audit.path)
+    return drop
+
+
 def _answer_episodes(source, episodes, train_split, val_split, max_val, *, backbone, out_dir, manager, banks,
-                     data, info) -> tuple[list[dict], list[dict]]:
+                     data, info, exclude_qids=frozenset()) -> tuple[list[dict], list[dict]]:
     from memory_r1.data.episodes import answer_rows, check_banks, observation_banks, pipeline_banks
     from memory_r1.memory import BankFactory
 
@@ -153,7 +174,7 @@ def _answer_episodes(source, episodes, train_split, val_split, max_val, *, backb
             info["bank_sizes"] = check_banks(convs, factory)
         kw = {"top_k": int(episodes.get("top_k", 30)), "distill": bool(episodes.get("distill", True)),
               "source": source}
-        train = answer_rows(train_split, factory, **kw)
+        train = answer_rows(train_split, factory, exclude_qids=exclude_qids, **kw)
         val = answer_rows(val_split, factory, max_questions=max_val, **kw) if val_split else []
     finally:
         factory.close()
@@ -161,7 +182,7 @@ def _answer_episodes(source, episodes, train_split, val_split, max_val, *, backb
 
 
 def _manager_episodes(source, episodes, train_split, val_split, max_val, *, backbone, manager, data,
-                      info) -> tuple[list[dict], list[dict]]:
+                      info, exclude_qids=frozenset()) -> tuple[list[dict], list[dict]]:
     from memory_r1.data.episodes import manager_rows
     from memory_r1.memory import CachingEmbedder, MiniLMEmbedder
 
@@ -180,7 +201,7 @@ def _manager_episodes(source, episodes, train_split, val_split, max_val, *, back
         llm = _load_manager_llm(backbone, manager, ev["llm"])
         kw.update(llm=llm, ingest=ev["ingest"])
     try:
-        train = manager_rows(train_split, **kw)
+        train = manager_rows(train_split, exclude_qids=exclude_qids, **kw)
         val = manager_rows(val_split, max_turns=max_val, **kw) if val_split else []
     finally:
         if llm is not None:
