@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "SUMMARY_CATEGORIES",
     "SUMMARY_COLUMNS",
+    "answer_scores",
     "bleu1",
     "exact_match",
     "f1_score",
@@ -293,6 +294,17 @@ def exact_match(prediction: Any, gold: Any) -> float:
     if not pred.strip() or not ref.strip():
         return 0.0
     return 1.0 if normalize_answer(pred) == normalize_answer(ref) else 0.0
+
+
+def answer_scores(prediction: Any, gold: Any) -> dict[str, float]:
+    """The three per-answer scores of one question, as a ``predictions.jsonl`` row carries them.
+
+    >>> answer_scores("Paris.", "paris")     # BLEU-1 counts the '.' as a token; F1 and EM drop it
+    {'f1': 1.0, 'bleu1': 0.5, 'em': 1.0}
+    >>> answer_scores("", "paris")
+    {'f1': 0.0, 'bleu1': 0.0, 'em': 0.0}
+    """
+    return {"f1": f1_score(prediction, gold), "bleu1": bleu1(prediction, gold), "em": exact_match(prediction, gold)}
 
 
 # --- batch ----------------------------------------------------------------------------------------

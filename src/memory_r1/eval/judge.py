@@ -1,8 +1,15 @@
 """LLM-as-a-Judge as in the Mem0 / Memory-R1 harness: CORRECT or WRONG, returned as JSON.
 
-Judgments are cached on disk (sqlite) by (judge model, question, gold, prediction), so a resumed or
-repeated evaluation never asks twice. A judge completion without a readable label is scored WRONG and
-counted (`unparsed`), never guessed.
+The judge prompt is a recipe choice (``judge.prompt`` in ``recipes/*/eval.yaml``), because the same
+answers score anywhere from 35% to 91% J depending on the prompt alone (a published re-scoring of
+Mem0's answers): ``mem0`` (the default) keeps the Mem0 harness's generous criteria (same topic; same
+date in any format), ``strict`` asks for the gold answer's specific facts. The summary names the one
+that scored it, and the known-answer control pairs run with the same prompt.
+
+Judgments are cached on disk (sqlite) by (judge model, prompt, question, gold, prediction), so a
+resumed or repeated evaluation never asks twice and a judgment of one prompt is never reused for
+another. A judge completion without a readable label is scored WRONG and counted (`unparsed`), never
+guessed.
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ from memory_r1.llm.base import LLM, SamplingParams
 
 log = logging.getLogger(__name__)
 
-JUDGE_PROMPT = """Label a generated answer to a question as CORRECT or WRONG, given the gold answer.
+#: Mem0's judge criteria: generous (the same topic, the same date in any format is CORRECT).
+MEM0_PROMPT = """Label a generated answer to a question as CORRECT or WRONG, given the gold answer.
 The gold answer is usually short. The generated answer may be longer; be generous: if it refers to the
 same thing, person, event or fact as the gold answer, it is CORRECT. For questions about time, a
 generated answer naming the same date or period in another format (e.g. "May 7th" vs "7 May") is CORRECT.
@@ -32,9 +40,52 @@ Generated answer: {prediction}
 
 Reply with JSON only: {{"label": "CORRECT"}} or {{"label": "WRONG"}}"""
 
+#: Strict criteria: the gold answer's specific facts, no credit for the topic alone.
+STRICT_PROMPT = """Label a generated answer to a question as CORRECT or WRONG, given the gold answer.
+Be strict. The answer is CORRECT only if it states the specific fact of the gold answer: the same
+person, thing, place, number, date or period, and every item when the gold answer lists several.
+Other wording, or a date in another format (e.g. "May 7th" vs "7 May"), is fine. The answer is WRONG
+if it is only about the same topic, vaguer or less specific than the gold answer, names a different
+date or period, offers several options, contradicts the gold answer, or says it does not know.
 
-def build_judge_messages(question: str, gold: str, prediction: str) -> list[dict]:
-    return [{"role": "user", "content": JUDGE_PROMPT.format(question=question, gold=gold, prediction=prediction)}]
+Question: {question}
+Gold answer: {gold}
+Generated answer: {prediction}
+
+Reply with JSON only: {{"label": "CORRECT"}} or {{"label": "WRONG"}}"""
+
+#: ``judge.prompt`` choices of an eval recipe
+JUDGE_PROMPTS: dict[str, str] = {"mem0": MEM0_PROMPT, "strict": STRICT_PROMPT}
+DEFAULT_JUDGE_PROMPT = "mem0"
+JUDGE_PROMPT = MEM0_PROMPT  # the default's text, under its earlier name
+
+
+def judge_prompt_name(jcfg: dict | None) -> str:
+    """The judge prompt a recipe's ``judge`` section names (the default when it names none); an
+    unknown name is an error.
+
+    >>> judge_prompt_name({"backend": "self"}), judge_prompt_name({"prompt": "strict"})
+    ('mem0', 'strict')
+    >>> judge_prompt_name({"prompt": "lenient"})
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown judge.prompt 'lenient'; choose from mem0, strict
+    """
+    name = str((jcfg or {}).get("prompt") or DEFAULT_JUDGE_PROMPT)
+    if name not in JUDGE_PROMPTS:
+        raise ValueError(f"unknown judge.prompt {name!r}; choose from {', '.join(JUDGE_PROMPTS)}")
+    return name
+
+
+def build_judge_messages(question: str, gold: str, prediction: str, prompt: str = DEFAULT_JUDGE_PROMPT) -> list[dict]:
+    """The judge's chat messages under the named prompt.
+
+    >>> m = build_judge_messages("Where?", "Paris", "in Paris", prompt="strict")
+    >>> "Be strict" in m[0]["content"] and "Generated answer: in Paris" in m[0]["content"]
+    True
+    """
+    text = JUDGE_PROMPTS[prompt].format(question=question, gold=gold, prediction=prediction)
+    return [{"role": "user", "content": text}]
 
 
 _LABEL = re.compile(r"\b(CORRECT|WRONG)\b", re.I)
@@ -61,8 +112,14 @@ def parse_judgment(text: str) -> bool | None:
     return None if m is None else m.group(1).upper() == "CORRECT"
 
 
-def cache_key(model: str, question: str, gold: str, prediction: str) -> str:
-    payload = json.dumps([model, question, gold, prediction], ensure_ascii=False)
+def cache_key(model: str, question: str, gold: str, prediction: str, prompt: str = DEFAULT_JUDGE_PROMPT) -> str:
+    """The cache key of a judgment: the judge model, the prompt's text (so an edited or another prompt
+    is never answered from the cache), question, gold and prediction.
+
+    >>> cache_key("m", "q", "g", "p") == cache_key("m", "q", "g", "p", "mem0") != cache_key("m", "q", "g", "p", "strict")
+    True
+    """
+    payload = json.dumps([model, JUDGE_PROMPTS[prompt], question, gold, prediction], ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -105,16 +162,20 @@ class Judgment:
 class Judge:
     """Judges (question, gold, prediction) triples with any LLM backend, through the cache."""
 
-    def __init__(self, llm: LLM, params: SamplingParams, cache: JudgeCache, model_name: str | None = None):
+    def __init__(self, llm: LLM, params: SamplingParams, cache: JudgeCache, model_name: str | None = None,
+                 prompt: str = DEFAULT_JUDGE_PROMPT):
+        if prompt not in JUDGE_PROMPTS:
+            raise ValueError(f"unknown judge prompt {prompt!r}; choose from {', '.join(JUDGE_PROMPTS)}")
         self.llm = llm
         self.params = params
         self.cache = cache
         self.model = model_name or llm.name
+        self.prompt = prompt
         self.calls = 0
         self.unparsed = 0
 
     def judge(self, items: list[tuple[str, str, str]]) -> list[Judgment]:
-        keys = [cache_key(self.model, *it) for it in items]
+        keys = [cache_key(self.model, *it, prompt=self.prompt) for it in items]
         out: list[Judgment | None] = []
         missing = []
         for i, k in enumerate(keys):
@@ -125,7 +186,8 @@ class Judge:
             else:
                 out.append(Judgment(bool(hit[0]), hit[0] is not None, hit[1], cached=True))
         if missing:
-            gens = self.llm.generate([build_judge_messages(*items[i]) for i in missing], self.params)
+            gens = self.llm.generate([build_judge_messages(*items[i], prompt=self.prompt) for i in missing],
+                                     self.params)
             self.calls += len(gens)
             rows = []
             for i, g in zip(missing, gens):

@@ -5,8 +5,10 @@ Folder layout::
     manifest.json        resolved config, seed, versions, data sha256, git commit (fingerprint checked on resume)
     banks/               the Qdrant banks (two per conversation)
     state/ingested-<conversation>.json   written atomically once a conversation's banks are complete
-    predictions.jsonl    one JSON line per question (appended per batch, fsynced)
-    summary.json / summary.md
+    predictions.jsonl    one JSON line per question (appended per batch, fsynced), with its own
+                         f1, bleu1, em and judge label (anyone can re-aggregate)
+    summary.json / summary.md   the standard score and, labelled apart, the score without the
+                         questions whose gold answer gold_audit.json marks wrong
 
 Resume: a conversation without its ingestion marker has its banks cleared and rebuilt; questions
 already in predictions.jsonl are not asked again; a half-written last line (a killed run) is dropped.
@@ -55,6 +57,7 @@ class EvalRequest:
     overrides: list[str] = field(default_factory=list)
     qdrant_url: str | None = None
     show_progress: bool = True
+    gold_audit: Path | None = None  # default: found as the data file is (data/paths.py)
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -145,6 +148,10 @@ def resolve_config(req: EvalRequest) -> dict:
     cfg["answer_agent"] = cfg.pop("answer_agent", None) or {}
     if req.judge is not None:
         cfg["judge"] = {**cfg.get("judge", {}), "backend": req.judge}
+    from memory_r1.eval.judge import judge_prompt_name
+
+    # named even when the recipe relies on the default, so the fingerprint holds it
+    cfg["judge"] = {**cfg.get("judge", {}), "prompt": judge_prompt_name(cfg.get("judge"))}
     if req.qdrant_url:
         cfg.setdefault("store", {})["url"] = req.qdrant_url
     return cfg
@@ -154,14 +161,29 @@ def default_out_dir(cfg: dict) -> Path:
     return Path("runs") / "eval" / f"{cfg['backbone']}-{cfg['method']}-{cfg['split']}"
 
 
+def _fingerprint_value(config: dict, key: str):
+    """A config value as the resume check compares it. A judge section written before judge prompts
+    were named was scored with the default prompt.
+
+    >>> _fingerprint_value({"judge": {"backend": "self"}}, "judge")
+    {'backend': 'self', 'prompt': 'mem0'}
+    """
+    value = config.get(key)
+    if key == "judge" and isinstance(value, dict) and "prompt" not in value:
+        from memory_r1.eval.judge import DEFAULT_JUDGE_PROMPT
+
+        value = {**value, "prompt": DEFAULT_JUDGE_PROMPT}
+    return value
+
+
 def check_or_write_manifest(out: Path, manifest: dict) -> None:
     path = out / "manifest.json"
     if path.exists():
         old = json.loads(path.read_text())
         diff = [
             k for k in FINGERPRINT_KEYS
-            if json.dumps(old.get("config", {}).get(k), sort_keys=True)
-            != json.dumps(manifest["config"].get(k), sort_keys=True)
+            if json.dumps(_fingerprint_value(old.get("config", {}), k), sort_keys=True)
+            != json.dumps(_fingerprint_value(manifest["config"], k), sort_keys=True)
         ]
         if diff:
             raise EvalFolderError(
@@ -255,7 +277,7 @@ def _load_judge(cfg: dict, main_llm, out: Path):
         kind = lcfg.pop("backend", "hf")
         llm, name = load_llm(kind, backend, **lcfg), backend
     cache = JudgeCache(Path(jcfg.get("cache") or cache_dir() / "judge" / "judgments.sqlite"))
-    return Judge(llm, sampling(jcfg), cache, model_name=llm.name), name
+    return Judge(llm, sampling(jcfg), cache, model_name=llm.name, prompt=jcfg["prompt"]), name
 
 
 def ingest_batches(ingest_stats: dict) -> list[dict]:
@@ -291,6 +313,20 @@ def run_timings(records: list[dict], ingest_stats: dict, this_process: dict, con
             "answer_s": round(answer, 2), "judge_s": round(judge, 2)}
 
 
+def _gold_audit_view(records: list[dict], req: EvalRequest) -> dict:
+    """The score without the audited-wrong gold answers; an absent or unreadable audit is said so in
+    the summary, never a failure of the run."""
+    from memory_r1.data.audit import GoldAuditError, find_gold_audit
+    from memory_r1.data.paths import DataNotFoundError
+    from memory_r1.eval.report import gold_audit_view
+
+    try:
+        return gold_audit_view(records, find_gold_audit(req.gold_audit, req.data))
+    except (GoldAuditError, DataNotFoundError) as exc:
+        log.warning("no score without wrong golds: %s", exc)
+        return gold_audit_view(records, None, absent_note=str(exc))
+
+
 def run_eval(req: EvalRequest) -> Path:
     """Run (or resume) one evaluation; returns the output folder."""
     import random
@@ -299,6 +335,7 @@ def run_eval(req: EvalRequest) -> Path:
     from memory_r1.data import load_split, resolve_locomo_path
     from memory_r1.eval.judge import control_accuracy
     from memory_r1.eval.report import summary_markdown, summary_table
+    from memory_r1.metrics import answer_scores
 
     cfg = resolve_config(req)
     data_path = resolve_locomo_path(req.data)
@@ -378,6 +415,8 @@ def run_eval(req: EvalRequest) -> Path:
                     t = time.perf_counter()
                     rows = pipe.answer(conv, chunk)
                     timings["answer_s"] += time.perf_counter() - t
+                    for r in rows:
+                        r.update(answer_scores(r["prediction"], r["gold"]))
                     if judge is not None:
                         t = time.perf_counter()
                         js = judge.judge([(r["question"], r["gold"], r["prediction"]) for r in rows])
@@ -407,10 +446,14 @@ def run_eval(req: EvalRequest) -> Path:
             judge.cache.close()
 
     rows = summary_table(records)
+    audit = _gold_audit_view(records, req)
+    judge_prompt = None if judge is None else judge.prompt
     n_unparsed_judge = sum(1 for r in records if r.get("judge") is not None and not r.get("judge_parsed", True))
     summary = {
         "backbone": cfg["backbone"], "method": req.method, "split": req.split,
-        "judge": judge_name, "questions": len(records), "rows": rows,
+        "judge": judge_name, "judge_prompt": judge_prompt, "questions": len(records), "rows": rows,
+        "rows_without_wrong_golds": audit["rows"],
+        "gold_audit": {k: v for k, v in audit.items() if k != "rows"},
         "answer_format_failures": sum(1 for r in records if not r.get("answer_format_ok", True)),
         "judge_unparsed": n_unparsed_judge,
         "judge_control": control,
@@ -422,7 +465,8 @@ def run_eval(req: EvalRequest) -> Path:
     notes = [
         f"backbone: {cfg['backbone']}; method: {req.method}; split: {req.split} "
         f"({', '.join(split.conversation_ids)}); {len(records)} questions",
-        f"judge: {judge_name}" + (f" ({n_unparsed_judge} unreadable judge outputs scored WRONG)" if n_unparsed_judge else ""),
+        f"judge: {judge_name}" + (f", {judge_prompt} prompt" if judge_prompt else "")
+        + (f" ({n_unparsed_judge} unreadable judge outputs scored WRONG)" if n_unparsed_judge else ""),
         f"answers without an 'Answer:' line: {summary['answer_format_failures']}",
         "time (s, all runs into this folder): " + ", ".join(
             f"{k.removesuffix('_s')} {v:,.0f}" for k, v in summary["timings_s"].items()),
@@ -434,6 +478,7 @@ def run_eval(req: EvalRequest) -> Path:
             f"answer judged WRONG {control['mismatched_judged_wrong']:.0f}%)"
         )
     atomic_write(out / "summary.md", summary_markdown(
-        rows, f"LoCoMo {req.split}: {cfg['backbone']} / {req.method}", notes))
+        rows, f"LoCoMo {req.split}: {cfg['backbone']} / {req.method}", notes, judge_prompt=judge_prompt,
+        audit=audit))
     log.info("wrote %s", out)
     return out
