@@ -74,6 +74,11 @@ DataOpt = Annotated[
     Optional[Path],
     typer.Option("--data", help="LoCoMo json (else $MEMR1_LOCOMO, ../shared/data/locomo, user cache)."),
 ]
+GoldAuditOpt = Annotated[
+    Optional[Path],
+    typer.Option("--gold-audit", help="Audit of wrong gold answers (else $MEMR1_GOLD_AUDIT, beside the data, "
+                                      "../shared/data/locomo, user cache; none: said so)."),
+]
 
 
 @data_app.command("stats")
@@ -208,6 +213,7 @@ def eval_cmd(
     recipe: Annotated[Optional[Path], typer.Option("--recipe", help="Recipe YAML (default recipes/B/eval.yaml).")] = None,
     qdrant_url: Annotated[Optional[str], typer.Option("--qdrant-url", help="A Qdrant server instead of local mode.")] = None,
     data: DataOpt = None,
+    gold_audit: GoldAuditOpt = None,
     overrides: Annotated[Optional[list[str]], typer.Argument(help="Recipe overrides key=value.")] = None,
 ) -> None:
     """Build the banks, answer, judge and score one split; prints the table and writes the folder."""
@@ -222,7 +228,7 @@ def eval_cmd(
         backbone=backbone, split=split, method=method,
         conversations=[c.strip() for c in conversations.split(",")] if conversations else None,
         limit_questions=limit_questions, manager=manager, answer=answer, judge=judge, out=out,
-        data=data, recipe=recipe, overrides=ov, qdrant_url=qdrant_url,
+        data=data, recipe=recipe, overrides=ov, qdrant_url=qdrant_url, gold_audit=gold_audit,
     )
     try:
         folder = run_eval(req)
@@ -231,6 +237,37 @@ def eval_cmd(
             raise
         fail(_one_line(exc))
     typer.echo((folder / "summary.md").read_text())
+    typer.echo(f"results: {folder}")
+
+
+@app.command("compare")
+def compare_cmd(
+    base: Annotated[Path, typer.Argument(help="The eval folder the others are compared against.")],
+    runs: Annotated[list[Path], typer.Argument(help="Eval folders over the same questions.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default runs/compare/BASE-vs-RUNS).")] = None,
+    intersect: Annotated[
+        bool, typer.Option("--intersect", help="Align on the questions every run answered (else refuse other sets).")
+    ] = False,
+    resamples: Annotated[
+        Optional[int], typer.Option("--resamples", help="Bootstrap resamples (default: recipes/compare.yaml).")
+    ] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Bootstrap seed (default: recipes/compare.yaml).")] = None,
+    gold_audit: GoldAuditOpt = None,
+    data: DataOpt = None,
+) -> None:
+    """Each run against BASE per category and Overall: F1, BLEU-1, EM, J, the difference with a paired
+    bootstrap CI and win/tie/loss; all questions, and apart without the audited-wrong golds.
+    Writes compare.md, compare.json and compare.png."""
+    from memory_r1.eval.compare import bootstrap_settings, compare_folders
+
+    try:
+        folder = compare_folders(base, list(runs), out=out, intersect=intersect, gold_audit=gold_audit, data=data,
+                                 settings=bootstrap_settings(resamples=resamples, seed=seed))
+    except Exception as exc:  # noqa: BLE001 - one clear line (traceback with --debug)
+        if _State.debug:
+            raise
+        fail(_one_line(exc))
+    typer.echo((folder / "compare.md").read_text())
     typer.echo(f"results: {folder}")
 
 
