@@ -7,7 +7,7 @@ import logging
 import re
 from dataclasses import dataclass
 
-from memory_r1.agents._text import bullet_lines, find_json, strip_fences
+from memory_r1.agents._text import bullet_lines, find_json, json_text, strip_fences
 from memory_r1.types import Turn
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,8 @@ def parse_facts(text: str, speaker: str, max_facts: int = 20, max_chars: int = 3
     FactParse(facts=[], ok=True)
     >>> parse_facts("I cannot help with that", "Sam").ok
     False
+    >>> parse_facts('[{"text": null}, {"text": "likes tea"}]', " ").facts
+    ['likes tea']
     """
     body = strip_fences(text).strip()
     if not body or _NONE.match(body):
@@ -73,10 +75,11 @@ def parse_facts(text: str, speaker: str, max_facts: int = 20, max_chars: int = 3
     if isinstance(data, dict):
         data = data.get("facts", data.get("memory"))
     if isinstance(data, list):
-        items = [str(x.get("text", "")) if isinstance(x, dict) else str(x) for x in data]
+        items = [t for x in data if (t := json_text(x.get("text") if isinstance(x, dict) else x))]
     if not items:
         items = bullet_lines(body)
-    first = speaker.split()[0].lower() if speaker else ""
+    name = " ".join(speaker.split())  # a blank name is no name: facts are then kept as written
+    first = name.split(" ", 1)[0].lower()
     seen: set[str] = set()
     facts: list[str] = []
     for item in items:
@@ -84,7 +87,7 @@ def parse_facts(text: str, speaker: str, max_facts: int = 20, max_chars: int = 3
         if not fact or _NONE.match(fact):
             continue
         if first and first not in fact.lower():
-            fact = f"{speaker}: {fact}"
+            fact = f"{name}: {fact}"
         key = fact.lower()
         if key not in seen:
             seen.add(key)

@@ -14,7 +14,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from memory_r1.agents._text import find_json, strip_fences
+from memory_r1.agents._text import find_json, json_text, strip_fences
 from memory_r1.types import MemoryItem, MemoryOp, OpKind
 
 log = logging.getLogger(__name__)
@@ -128,11 +128,11 @@ def parse_operations(text: str, id_map: dict[int, str]) -> ManagerParse:
         data = data.get("memory", data.get("operations", [data]))
     if isinstance(data, list) and data and all(isinstance(x, dict) for x in data):
         for item in data:
-            op = str(item.get("event", item.get("op", ""))).upper()
+            op = (json_text(item.get("event", item.get("op"))) or "").upper()
             if op not in ("ADD", "UPDATE", "DELETE", "NONE", "NOOP"):
                 result.malformed += 1
                 continue
-            _add_op(result, op, item.get("id"), str(item.get("text", "")), id_map)
+            _add_op(result, op, item.get("id"), json_text(item.get("text")) or "", id_map)
         if result.parsed:
             return result
         result = ManagerParse(malformed=result.malformed)
