@@ -4,7 +4,8 @@ Folder layout::
 
     manifest.json        resolved config, seed, versions, data sha256, git commit (fingerprint checked on resume)
     banks/               the Qdrant banks (two per conversation)
-    state/ingested-<conversation>.json   written atomically once a conversation's banks are complete
+    state/ingested-<id>.json   written atomically once a conversation's banks are complete (named by
+                         `memory_r1.runs.data_path`: whatever the sample_id, never outside the folder)
     predictions.jsonl    one JSON line per question (appended per batch, fsynced), with its own
                          f1, bleu1, em and judge label (anyone can re-aggregate)
     summary.json / summary.md   the standard score and, labelled apart, the score without the
@@ -22,8 +23,8 @@ import json
 import logging
 import os
 import platform
+import re
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,13 +62,31 @@ class EvalRequest:
 
 
 def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Replace a run file whole, with the mode the umask gives (see `memory_r1.runs.atomic_write`)."""
+    from memory_r1.runs import atomic_write as write
+
+    write(path, text)
+
+
+def ingest_marker(state: Path, conversation_id: str) -> Path:
+    """The file saying a conversation's banks are complete, named through `memory_r1.runs.data_path`
+    (so inside `state` whatever the id). A folder written before names were hashed keeps its plain
+    ``ingested-<id>.json``: used when the id is a plain name and the marker names this conversation.
+
+    >>> ingest_marker(Path("out/state"), "x/../../escaped").parent.as_posix()
+    'out/state'
+    """
+    from memory_r1.runs import data_path
+
+    path = data_path(state, "ingested", conversation_id)
+    legacy = state / f"ingested-{conversation_id}.json"
+    if not path.exists() and re.fullmatch(r"[A-Za-z0-9_-]{1,40}", conversation_id) and legacy.is_file():
+        try:
+            if json.loads(legacy.read_text()).get("conversation") == conversation_id:
+                return legacy
+        except (OSError, ValueError, AttributeError):
+            pass
+    return path
 
 
 def read_predictions(path: Path) -> list[dict]:
@@ -387,7 +406,7 @@ def run_eval(req: EvalRequest) -> Path:
     control_s = 0.0
     try:
         with _Progress(req.show_progress) as progress:
-            pending = [c for c, qs in plan if not (state / f"ingested-{c.conversation_id}.json").exists()
+            pending = [c for c, qs in plan if not ingest_marker(state, c.conversation_id).exists()
                        and any(q.qid not in done for q in qs)]
             if pending and req.method != "full-context":
                 for conv in pending:  # a killed ingestion left partial banks: start them again
@@ -400,10 +419,10 @@ def run_eval(req: EvalRequest) -> Path:
                 st = pipe.ingest(pending, on_step=step)
                 timings["ingest_s"] += time.perf_counter() - t
                 for conv in pending:
-                    atomic_write(state / f"ingested-{conv.conversation_id}.json",
+                    atomic_write(ingest_marker(state, conv.conversation_id),
                                  json.dumps({"conversation": conv.conversation_id, "batch_stats": st.as_dict()}))
             for c, _ in plan:
-                marker = state / f"ingested-{c.conversation_id}.json"
+                marker = ingest_marker(state, c.conversation_id)
                 if marker.exists():
                     ingest_stats[c.conversation_id] = json.loads(marker.read_text())["batch_stats"]
 

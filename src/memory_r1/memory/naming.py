@@ -3,19 +3,18 @@
 A namespace is readable (``conv-26/Caroline``) and may hold any character; a collection name must be
 safe as a Qdrant collection name *and* as a directory name (qdrant-edge keeps one shard directory per
 collection). The name is a readable slug plus a hash of the exact namespace, so two namespaces that
-slug alike (``a/b`` and ``a_b``) still get different collections. The readable namespace itself is
-kept inside the store (the bank's meta record).
+slug alike (``a/b`` and ``a_b``) still get different collections (`memory_r1.runs.safe_key`: the
+one function that names things after data, also the files a run writes). The readable namespace
+itself is kept inside the store (the bank's meta record).
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
+from memory_r1.runs import safe_key
 
 PREFIX = "mr1"
 KINDS = ("mem", "hist")
 _SLUG_MAX = 40
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 def validate_namespace(namespace: object) -> str:
@@ -34,9 +33,7 @@ def namespace_key(namespace: str) -> str:
     True
     """
     validate_namespace(namespace)
-    slug = _UNSAFE.sub("_", namespace).strip("_")[:_SLUG_MAX] or "ns"
-    digest = hashlib.sha256(namespace.encode("utf-8")).hexdigest()[:12]
-    return f"{slug}_{digest}"
+    return safe_key(namespace, slug_max=_SLUG_MAX, empty="ns")
 
 
 def collection_name(namespace: str, kind: str = "mem") -> str:
