@@ -72,7 +72,10 @@ def fail(message: str, code: int = 2) -> None:
 
 DataOpt = Annotated[
     Optional[Path],
-    typer.Option("--data", help="LoCoMo json (else $MEMR1_LOCOMO, ../shared/data/locomo, user cache)."),
+    # readable=False: the data layer reports an unreadable file in one line (click's check would
+    # print a usage box instead)
+    typer.Option("--data", readable=False,
+                 help="LoCoMo json (else $MEMR1_LOCOMO, ../shared/data/locomo, user cache)."),
 ]
 GoldAuditOpt = Annotated[
     Optional[Path],

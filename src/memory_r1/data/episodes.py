@@ -99,11 +99,11 @@ def load_observations(
 
     The file is found like every LoCoMo read (:func:`~memory_r1.data.paths.resolve_locomo_path`).
     Evidence-style ids are normalised (``D30:05`` -> ``D30:5``); a fact may cite several turns."""
-    from memory_r1.data.locomo import normalise_evidence
+    from memory_r1.data.locomo import normalise_evidence, read_json
     from memory_r1.data.paths import resolve_locomo_path
 
     path = resolve_locomo_path(data)
-    raw = json.loads(path.read_text())
+    raw = read_json(path)  # a file that cannot be read or decoded: one LocomoDataError naming the place
     wanted = set(conversation_ids) if conversation_ids is not None else None
     out: dict[str, list[Observation]] = {}
     for conv in raw:

@@ -68,11 +68,21 @@ def resolve_locomo_path(explicit: str | os.PathLike | None = None) -> Path:
     """The first existing candidate. An explicit path or env var that does not exist is an error,
     never silently skipped."""
     for reason, path in candidate_paths(explicit):
-        if reason in ("--data", f"${ENV_VAR}"):
-            if not path.is_file():
+        given = reason in ("--data", f"${ENV_VAR}")
+        try:
+            found = path.is_file()
+        except (OSError, ValueError) as exc:  # a folder on the way that cannot be searched; a NUL
+            if given:
+                raise DataNotFoundError(
+                    f"LoCoMo file given by {reason} cannot be looked at: {path}: {getattr(exc, 'strerror', None) or exc}"
+                ) from None
+            log.debug("skipping %s (%s): %s", path, reason, exc)
+            found = False
+        if given:
+            if not found:
                 raise DataNotFoundError(f"LoCoMo file given by {reason} does not exist: {path}")
             return path
-        if path.is_file():
+        if found:
             return path
     looked = ", ".join(str(p) for _, p in candidate_paths(explicit))
     raise DataNotFoundError(
