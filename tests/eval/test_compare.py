@@ -168,3 +168,20 @@ def test_cli(tmp_path, val):
     r = CliRunner().invoke(app, ["compare", str(tmp_path / "base"), str(tmp_path / "short"), "--intersect",
                                  "--out", str(tmp_path / "cmp2")])
     assert r.exit_code == 0 and "aligned on the 10 questions" in r.output and "base 71 of 81" in r.output
+
+
+def test_a_slice_without_audited_golds_says_so(tmp_path, val):
+    from memory_r1.data.audit import find_gold_audit
+    from memory_r1.eval.report import gold_audit_view, summary_markdown, summary_table
+
+    first = val[:10]
+    assert not find_gold_audit().wrong_among(q.qid for q in first)
+    rows = make_folder(tmp_path / "a", first, lambda i: True)
+    make_folder(tmp_path / "b", first, lambda i: i % 2 == 0)
+    out = compare_folders(tmp_path / "a", [tmp_path / "b"], out=tmp_path / "cmp")
+    md = (out / "compare.md").read_text()
+    assert "None of these questions has one (gold_audit.json): the standard score above." in md
+    assert md.count("| Overall |") == 1  # one table: the second view would repeat it
+    view = gold_audit_view(rows, find_gold_audit())
+    summary = summary_markdown(summary_table(rows), "t", [], audit=view)
+    assert "none of these questions has one (gold_audit.json)" in summary and summary.count("| Overall |") == 1

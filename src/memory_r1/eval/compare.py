@@ -431,7 +431,10 @@ def compare_markdown(result: dict) -> str:
     lines += _view_table(result["views"]["standard"], result)
     lines.append("")
     clean, audit = result["views"].get("without_wrong_golds"), result["gold_audit"]
-    if clean is not None:
+    if clean is not None and not audit["wrong"]:
+        lines += ["## Without audited-wrong gold answers", "",
+                  f"None of these questions has one ({Path(audit['path']).name}): the standard score above."]
+    elif clean is not None:
         lines += [f"## {audit_heading({'wrong': audit['wrong'], 'path': audit['path']})}", ""]
         lines += _view_table(clean, result)
     else:
@@ -453,7 +456,8 @@ def plot_differences(result: dict, path: Path) -> Path | None:
     except ImportError:
         log.warning("matplotlib is not installed: no %s", path.name)
         return None
-    views = [(k, v) for k, v in result["views"].items() if v is not None]
+    views = [(k, v) for k, v in result["views"].items()
+             if v is not None and (k == "standard" or result["gold_audit"].get("wrong"))]
     titles = {"standard": "all questions", "without_wrong_golds": "without audited-wrong golds"}
     runs = result["runs"]
     fig, axes = plt.subplots(len(views), len(METRICS), figsize=(4 * len(METRICS), 3.2 * len(views)), squeeze=False)

@@ -77,7 +77,10 @@ def summary_markdown(rows: list[dict], title: str, notes: list[str], judge_promp
     lines += _table(rows, judge_prompt)
     lines.append("")
     if audit is not None:
-        if audit.get("rows") is not None:
+        if audit.get("rows") is not None and not audit["wrong"]:
+            lines.append(f"Without audited-wrong gold answers: none of these questions has one "
+                         f"({Path(audit['path']).name}), so the score is the standard score above.")
+        elif audit.get("rows") is not None:
             lines += [f"{audit_heading(audit)}:", ""]
             lines += _table(audit["rows"], judge_prompt)
         else:
