@@ -274,6 +274,75 @@ def compare_cmd(
     typer.echo(f"results: {folder}")
 
 
+@app.command("ablate")
+def ablate_cmd(
+    plan: Annotated[Path, typer.Option("--plan", help="Ablation plan, e.g. recipes/smollm2-135m/ablations.yaml.")],
+    rows: Annotated[Optional[str], typer.Option("--rows", help="Only these rows (comma-separated names).")] = None,
+    slices: Annotated[Optional[str], typer.Option("--slices", help="Only these slices of the plan (comma-separated).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Root folder (default: the plan's out).")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check every row against the recipes and print its commands; run nothing.")
+    ] = False,
+    judge: Annotated[Optional[str], typer.Option("--judge", help="Judge of every eval row (see memr1 eval).")] = None,
+    limit_questions: Annotated[
+        Optional[int], typer.Option("--limit-questions", help="At most N questions per conversation, every row.")
+    ] = None,
+    ray_address: _Ray = None,
+    gold_audit: GoldAuditOpt = None,
+    data: DataOpt = None,
+    overrides: Annotated[
+        Optional[list[str]], typer.Argument(help="Eval recipe overrides key=value added to every eval row.")
+    ] = None,
+) -> None:
+    """Run an ablation plan: each row a named eval (or train-then-eval) in its own resumable folder,
+    then the compare table of every slice against the plan's base row."""
+    import shlex
+
+    from memory_r1.eval import ablate
+
+    names = [r.strip() for r in rows.split(",") if r.strip()] if rows else None
+    only = [s.strip() for s in slices.split(",") if s.strip()] if slices else None
+    try:
+        p = ablate.load_plan(plan)
+        if out is not None:
+            p.out = out
+        opts = ablate.Options(judge=judge, limit_questions=limit_questions, overrides=list(overrides or []),
+                              ray_address=ray_address, data=data)
+        steps = ablate.build_steps(p, names, only, opts)
+        resolved = ablate.check_plan(p, steps, data=data)
+    except Exception as exc:  # noqa: BLE001 - one clear line (traceback with --debug)
+        if _State.debug:
+            raise
+        fail(_one_line(exc))
+    if dry_run:
+        for line in ablate.describe(p, steps, resolved):
+            typer.echo(line)
+        typer.echo(f"dry run: {len(steps)} steps checked, nothing run")
+        return
+
+    def show(i: int, n: int, st, status: str, args: list[str]) -> None:
+        where = "train" if st.kind == "train" else f"eval on {st.slice}"
+        verb = {"ran": "running", "skipped": "finished before, skipped", "reused": "trained before, reused"}[status]
+        typer.echo(f"[{i}/{n}] {st.row}: {where} ({verb}): memr1 {shlex.join(args)}", err=True)
+
+    try:
+        results = ablate.run_plan(p, steps, data=data, on_step=show)
+        tables = ablate.compare_slices(p, sorted({st.slice for st in steps if st.slice}) or None, data=data,
+                                       gold_audit=gold_audit)
+    except Exception as exc:  # noqa: BLE001
+        if _State.debug:
+            raise
+        fail(_one_line(exc), code=1)
+    for s, res in tables.items():
+        if isinstance(res, Path):
+            typer.echo((res / "compare.md").read_text())
+            typer.echo(f"compare ({s}): {res}")
+        else:
+            typer.echo(f"compare ({s}): not written: {res}")
+    typer.echo(f"{sum(r.status == 'ran' for r in results)} steps run, "
+               f"{sum(r.status != 'ran' for r in results)} finished before; folders under {p.out}")
+
+
 def _one_line(exc: BaseException) -> str:
     msg = " ".join(str(exc).split()) or type(exc).__name__
     return msg if type(exc).__module__.startswith("memory_r1") else f"{type(exc).__name__}: {msg}"

@@ -1,0 +1,228 @@
+"""`memr1 ablate`: every plan in recipes/ composes against the recipes (and verl's schema), rows and
+slices filter, and a plan runs its commands in order, resumes, and ends with the compare table
+(the child `memr1` processes replaced by a scripted runner that writes the folders)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from memory_r1.data import load_split
+from memory_r1.eval import ablate
+from memory_r1.eval.ablate import PlanError, build_steps, check_plan, load_plan, parse_plan, plan_paths, run_plan
+from memory_r1.metrics import answer_scores
+
+PLANS = plan_paths()
+
+
+def test_every_backbone_has_a_plan():
+    assert {p.parent.name for p in PLANS} == {"smollm2-135m", "qwen2.5-7b", "llama3.1-8b"}
+
+
+@pytest.mark.parametrize("path", PLANS, ids=lambda p: p.parent.name)
+def test_plan_composes(path: Path):
+    """Each row's eval overrides are keys of the eval recipe, each train row's recipe passes its
+    schema check and composes with verl's config (a verl key it does not have fails)."""
+    pytest.importorskip("verl")
+    plan = load_plan(path)
+    assert plan.backbone == path.parent.name
+    steps = build_steps(plan)
+    lines = check_plan(plan, steps, compose_verl=True)
+    assert len(lines) == len(steps)
+    evals = {(s.row, s.slice) for s in steps if s.kind == "eval"}
+    assert {(r.name, s) for r in plan.rows for s in r.slices} == evals  # every row on each of its slices
+    trained = [s.row for s in steps if s.kind == "train"]
+    assert len(trained) == len(set(trained)) == sum(r.train is not None for r in plan.rows)
+
+
+def test_cpu_plan_rows():
+    plan = load_plan(ablate.plan_paths()[[p.parent.name for p in PLANS].index("smollm2-135m")])
+    rows = {r.name: r for r in plan.rows}
+    assert plan.base == "memr1-untrained" and rows["memr1-untrained"].method == "memory-r1"
+    assert rows["rag-turns"].method == "rag-turns" and rows["full-context"].method == "full-context"
+    assert rows["distill"].overrides == ("answer_agent.distill=true",)  # the CPU base answers without it
+    assert {rows[n].overrides for n in ("top-k-10", "top-k-30")} == {("answer_agent.top_k=5",), ("answer_agent.top_k=15",)}
+    assert (rows["answer-grpo"].train.stage, rows["answer-grpo"].train.algo, rows["answer-grpo"].answer) == ("answer", "grpo", "train")
+    assert (rows["answer-ppo"].train.algo, rows["answer-ppo"].manager) == ("ppo", None)
+    assert rows["manager-grpo"].train.stage == "manager" and rows["manager-grpo"].answer is None  # untrained answerer
+    assert (rows["both-grpo"].manager, rows["both-grpo"].answer) == ("row:manager-grpo", "row:answer-grpo")
+    test = plan.slices["test-conv41-42"]
+    assert (test.split, test.conversations) == ("test", ("conv-41", "conv-42"))
+    headline = {r.name for r in plan.rows if "test-conv41-42" in r.slices}
+    assert headline == {"memr1-untrained", "rag-turns", "full-context", "answer-grpo", "both-grpo"}
+
+
+@pytest.mark.parametrize("backbone", ["qwen2.5-7b", "llama3.1-8b"])
+def test_gpu_plans_mirror_table_1(backbone):
+    plan = load_plan(next(p for p in PLANS if p.parent.name == backbone))
+    rows = {r.name: r for r in plan.rows}
+    for algo in ("ppo", "grpo"):
+        full = rows[f"memory-r1-{algo}"]
+        assert full.train.stage == "answer" and full.train.algo == algo and full.answer == "train"
+        assert full.manager == full.train.manager == f"row:manager-{algo}"  # answerer trained on its banks
+        assert rows[f"manager-{algo}"].manager == "train" and rows[f"answer-{algo}"].answer == "train"
+    assert {"rag-turns", "full-context", "no-distill"} <= set(rows) and plan.slices["test"].conversations is None
+
+
+def _plan(tmp_path, rows, **extra) -> ablate.Plan:
+    raw = {"backbone": "smollm2-135m", "base": "base", "out": str(tmp_path / "ab"),
+           "slices": {"val": {"split": "val"}}, "rows": rows, **extra}
+    p = tmp_path / "plan.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    return load_plan(p)
+
+
+def test_bad_keys_are_refused(tmp_path):
+    plan = _plan(tmp_path, [{"name": "base"}, {"name": "typo", "overrides": ["answer_agent.topk=5"]}])
+    with pytest.raises(PlanError, match="row 'typo': override 'answer_agent.topk=5' names no key"):
+        check_plan(plan, compose_verl=False)
+    plan = _plan(tmp_path, [{"name": "base"}, {"name": "t", "train": {"stage": "answer", "algo": "grpo",
+                                                                        "overrides": ["episodes.topk=3"]}}])
+    with pytest.raises(PlanError, match="row 't' train: override 'episodes.topk=3'"):
+        check_plan(plan, compose_verl=False)
+    plan = _plan(tmp_path, [{"name": "base", "method": "graph-rag"}])
+    with pytest.raises(PlanError, match="method 'graph-rag'"):
+        check_plan(plan, compose_verl=False)
+    plan = _plan(tmp_path, [{"name": "base", "slices": ["t"]}], slices={"t": {"split": "test", "conversations": ["conv-30"]}})
+    with pytest.raises(PlanError, match="conv-30"):
+        check_plan(plan, compose_verl=False)
+    plan = _plan(tmp_path, [{"name": "base", "overrides": ["judge.prompt=lenient"]}])
+    with pytest.raises(PlanError, match="unknown judge.prompt"):
+        check_plan(plan, compose_verl=False)
+    with pytest.raises(PlanError, match="no answer training step"):
+        build_steps(_plan(tmp_path, [{"name": "base", "answer": "row:base"}]))
+    with pytest.raises(PlanError, match="unknown keys"):
+        _plan(tmp_path, [{"name": "base", "top_k": 10}])
+    with pytest.raises(PlanError, match="folder name"):
+        _plan(tmp_path, [{"name": "base"}, {"name": "a/b"}])
+
+
+def test_a_verl_key_verl_does_not_have_is_refused(tmp_path):
+    pytest.importorskip("verl")
+    plan = _plan(tmp_path, [{"name": "base"}, {"name": "t", "train": {
+        "stage": "answer", "algo": "grpo", "overrides": ["verl.actor_rollout_ref.actor.optim.learning_rate=1e-5"]}}])
+    with pytest.raises(PlanError, match="verl refuses"):
+        check_plan(plan, compose_verl=True)
+
+
+def test_rows_filter_pulls_in_the_trainings_a_row_needs():
+    plan = load_plan(next(p for p in PLANS if p.parent.name == "smollm2-135m"))
+    steps = build_steps(plan, rows=["both-grpo"], slices=["val"])
+    assert [(s.kind, s.row, s.slice) for s in steps] == [
+        ("train", "manager-grpo", None), ("train", "answer-grpo", None), ("eval", "both-grpo", "val")]
+    ev = steps[-1]
+    assert ev.checkpoints == {"--manager": plan.out / "manager-grpo" / "train",
+                              "--answer": plan.out / "answer-grpo" / "train"}
+    assert build_steps(plan, rows=["rag-turns"], slices=["test-conv41-42"])[0].command()[:8] == [
+        "eval", "--backbone", "smollm2-135m", "--split", "test", "--method", "rag-turns", "--out"]
+    with pytest.raises(PlanError, match="no row 'nope'"):
+        build_steps(plan, rows=["nope"])
+    with pytest.raises(PlanError, match="no slice 'test'"):
+        build_steps(plan, slices=["test"])
+
+
+class ScriptedMemr1:
+    """Stands in for the child `memr1` processes: a train step writes a finished training folder, an
+    eval step an eval folder (right answers on every `period`-th question) with the manifest the
+    real command would write."""
+
+    def __init__(self, questions, periods, fail_on=None):
+        self.questions, self.periods, self.fail_on = questions, periods, fail_on
+        self.calls: list[list[str]] = []
+
+    def __call__(self, args):
+        self.calls.append(args)
+        opts, _ = ablate._parse_eval_args(args[1:] if args[0] == "train" else args)
+        out = Path(opts["--out"])
+        if self.fail_on and self.fail_on in str(out):
+            return 3
+        if args[0] == "train":
+            hf = (out / "checkpoints" / "global_step_2" / "actor" / "huggingface").resolve()
+            hf.mkdir(parents=True)
+            (out / "result.json").write_text(json.dumps({"dry_run": False, "hf_checkpoint": str(hf)}))
+            return 0
+        period = self.periods[out.parent.name]
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "predictions.jsonl", "w") as f:
+            for i, q in enumerate(self.questions):
+                pred = q.answer if i % period == 0 else "no idea"
+                f.write(json.dumps({"qid": q.qid, "question": q.question, "gold": q.answer, "category": q.category,
+                                    "prediction": pred, **answer_scores(pred, q.answer), "judge": None}) + "\n")
+        (out / "manifest.json").write_text(json.dumps({"config": ablate._eval_config(args, None)}))
+        (out / "summary.json").write_text("{}")
+        return 0
+
+
+def test_run_resume_and_compare(tmp_path, locomo_path):
+    rows = [{"name": "base"}, {"name": "rag", "method": "rag-turns"},
+            {"name": "ans", "train": {"stage": "answer", "algo": "grpo"}, "answer": "train"}]
+    plan = _plan(tmp_path, rows)
+    qs = load_split("val", locomo_path).questions()
+    fake = ScriptedMemr1(qs, {"base": 3, "rag": 2, "ans": 1})
+    opts = ablate.Options(judge="none", overrides=["ingest.max_sessions=1"])
+    steps = build_steps(plan, opts=opts)
+    results = run_plan(plan, steps, runner=fake)
+    assert [r.status for r in results] == ["ran"] * 4
+    assert [c[0] for c in fake.calls] == ["eval", "eval", "train", "eval"]
+    hf = tmp_path / "ab" / "ans" / "train" / "checkpoints" / "global_step_2" / "actor" / "huggingface"
+    last = fake.calls[-1]
+    assert last[last.index("--answer") + 1] == str(hf.resolve())  # the trained checkpoint, found after training
+    assert "--judge" in last and last[-1] == "ingest.max_sessions=1"
+    cmp = ablate.compare_slices(plan, ["val"])
+    res = json.loads((cmp["val"] / "compare.json").read_text())
+    assert res["base"] == "base" and res["runs"] == ["rag", "ans"]
+    ans = next(g for g in res["views"]["standard"]["groups"] if g["label"] == "Overall")["runs"]["ans"]
+    assert ans["em"] == 100.0 and ans["diff"]["em"]["lo"] > 0  # right on every question
+    # again: nothing runs (finished eval folders with the same configuration, a trained checkpoint)
+    fake.calls.clear()
+    assert [r.status for r in run_plan(plan, steps, runner=fake)] == ["skipped", "skipped", "reused", "skipped"]
+    assert fake.calls == []
+    # another configuration of the same row is not skipped (the eval itself would refuse the folder)
+    other = build_steps(plan, rows=["rag"], opts=ablate.Options(judge="none", limit_questions=3))
+    assert ablate.eval_finished(other[0], other[0].command(), None) is False
+
+
+def test_a_stopped_training_resumes_and_a_failure_stops(tmp_path, locomo_path):
+    plan = _plan(tmp_path, [{"name": "base"},
+                            {"name": "ans", "train": {"stage": "answer", "algo": "ppo"}, "answer": "train"}])
+    (tmp_path / "ab" / "ans" / "train").mkdir(parents=True)
+    (tmp_path / "ab" / "ans" / "train" / "metrics.jsonl").write_text("{}\n")  # a run that stopped
+    qs = load_split("val", locomo_path).questions()[:5]
+    fake = ScriptedMemr1(qs, {"base": 1, "ans": 1}, fail_on="ans/val")
+    with pytest.raises(PlanError, match="row 'ans', eval on val\\) failed with exit code 3"):
+        run_plan(plan, build_steps(plan), runner=fake)
+    assert fake.calls[1][:3] == ["train", "answer", "--resume"]
+
+
+def test_cli_dry_run_and_errors(tmp_path):
+    from memory_r1.cli import app
+
+    plan = next(p for p in PLANS if p.parent.name == "smollm2-135m")
+    out = tmp_path / "ab"
+    r = CliRunner().invoke(app, ["ablate", "--plan", str(plan), "--dry-run", "--rows", "memr1-untrained,top-k-10",
+                                 "--slices", "val", "--limit-questions", "6", "--judge", "none", "--out", str(out),
+                                 "ingest.max_sessions=1"])
+    assert r.exit_code == 0, r.output
+    assert "dry run: 2 steps checked, nothing run" in r.output
+    assert (f"memr1 eval --backbone smollm2-135m --split val --method memory-r1 --out "
+            f"{out}/top-k-10/val --limit-questions 6 --judge none answer_agent.top_k=5 "
+            "ingest.max_sessions=1") in r.output
+    assert "top_k=5 distill=False max_sessions=1 judge=none" in r.output
+    assert not out.exists()  # a dry run writes nothing
+    r = CliRunner().invoke(app, ["ablate", "--plan", str(plan), "--dry-run", "--rows", "nope"])
+    assert r.exit_code == 2 and "no row 'nope'" in r.output
+    r = CliRunner().invoke(app, ["ablate", "--plan", str(plan), "--dry-run", "answer_agent.topk=3"])
+    assert r.exit_code == 2 and "names no key" in r.output
+
+
+def test_parse_plan_defaults():
+    p = parse_plan({"backbone": "b", "base": "x", "slices": {"a": {"split": "val"}, "b": {"split": "test"}},
+                    "default_slices": ["b"], "rows": [{"name": "x"}]}, Path("p.yaml"))
+    assert p.rows[0].slices == ("b",)
+    with pytest.raises(PlanError, match="no row 'y'"):
+        parse_plan({"backbone": "b", "base": "y", "slices": {"a": {"split": "val"}}, "rows": [{"name": "x"}]},
+                   Path("p.yaml"))
