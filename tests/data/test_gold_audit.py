@@ -117,3 +117,14 @@ def test_drop_without_an_audit_fails(tmp_path, monkeypatch, locomo_path):
     shutil.copyfile(locomo_path, data)
     with pytest.raises(EpisodeError, match="drop_wrong_golds"):
         _episodes("answer", True, tmp_path, data, top_k=1)
+
+
+def test_every_train_recipe_names_the_option_off_by_default():
+    from memory_r1.config import load_recipe, recipes_dir
+
+    paths = sorted(recipes_dir().glob("*/answer/*.yaml")) + sorted(recipes_dir().glob("*/manager/*.yaml"))
+    assert len(paths) == 12
+    for p in paths:
+        recipe = load_recipe(p)
+        assert recipe["episodes"]["drop_wrong_golds"] is False, p
+        assert "drop_wrong_golds" not in (recipe.get("reward") or {}), p
