@@ -132,6 +132,20 @@ def package_versions() -> dict:
     return out
 
 
+def host_info(dtype: object = "auto") -> dict:
+    """What a run records about its machine: core count, platform, and the CPU's measured matmul
+    rates with the dtype ``dtype`` resolves to on it and why (:func:`memory_r1.hardware.describe`)."""
+    info: dict = {"cpus": os.cpu_count(), "platform": platform.platform()}
+    try:
+        from memory_r1 import hardware
+
+        info["cpu"] = hardware.describe(dtype)
+        log.info("CPU dtype %s (%s)", info["cpu"]["dtype"], info["cpu"]["dtype_reason"])
+    except (ImportError, ValueError) as exc:  # no torch (an openai-only install), or a GPU-only dtype name
+        info["cpu"] = {"error": str(exc)}
+    return info
+
+
 def git_commit() -> str | None:
     from memory_r1.data.paths import repo_root
 
@@ -368,7 +382,7 @@ def run_eval(req: EvalRequest) -> Path:
         "data_path": str(data_path),
         "versions": package_versions(),
         "git_commit": git_commit(),
-        "host": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "host": host_info((cfg.get("llm") or {}).get("dtype", "auto")),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     check_or_write_manifest(out, manifest)

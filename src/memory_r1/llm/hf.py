@@ -12,8 +12,9 @@ put back in input order. ``temperature == 0`` decodes greedily; otherwise it sam
 seed. Sampling uses only the given temperature/top_p: the model's own generation defaults (top_k,
 repetition penalty, ...) are not applied, so every backend decodes the same way.
 
-Nothing is fetched from a hub (``local_files_only``). On CPU the dtype is bfloat16 unless told otherwise
-(AMX/AVX512-BF16 matmuls are ~7x the fp32 ones here) and torch's thread count follows the cores that
+Nothing is fetched from a hub (``local_files_only``). On CPU ``dtype="auto"`` is the dtype this CPU runs
+fastest, measured once and cached (:mod:`memory_r1.hardware`: bf16 with AMX or AVX512-BF16, fp32 where
+bf16 is emulated) and torch's thread count follows the cores that
 other processes leave free, re-checked at each ``generate`` call (see :func:`auto_num_threads`), unless
 ``num_threads`` or OMP_NUM_THREADS / MKL_NUM_THREADS say otherwise.
 """
@@ -205,18 +206,6 @@ def ensure_hf_checkpoint(resolved: ResolvedBackbone, cache_root: Path | None = N
 # dtype / device / threads
 
 
-_DTYPES = {
-    "bf16": "bfloat16",
-    "bfloat16": "bfloat16",
-    "fp32": "float32",
-    "float32": "float32",
-    "float": "float32",
-    "fp16": "float16",
-    "float16": "float16",
-    "half": "float16",
-}
-
-
 def resolve_device(device: str | None) -> str:
     import torch
 
@@ -228,24 +217,26 @@ def resolve_device(device: str | None) -> str:
 
 
 def resolve_dtype(dtype: Any, device: str, config_dtype: Any = None) -> torch.dtype:
-    """``auto``: bfloat16 on CPU; on GPU the checkpoint's dtype (bf16, or fp16 without bf16 support, when
-    the checkpoint is fp32, e.g. a de-quantised GGUF)."""
+    """``auto``: on CPU the dtype this CPU runs fastest, measured (:func:`memory_r1.hardware.resolve_cpu_dtype`:
+    bf16 with AMX / AVX512-BF16, fp32 where bf16 is emulated); on GPU the checkpoint's dtype (bf16, or
+    fp16 without bf16 support, when the checkpoint is fp32, e.g. a de-quantised GGUF)."""
     import torch
+
+    from memory_r1 import hardware
 
     if isinstance(dtype, torch.dtype):
         return dtype
-    if dtype in (None, "auto"):
-        if device == "cpu":
-            return torch.bfloat16
-        if isinstance(config_dtype, str):
-            config_dtype = getattr(torch, _DTYPES.get(config_dtype, config_dtype), None)
-        if isinstance(config_dtype, torch.dtype) and config_dtype != torch.float32:
-            return config_dtype
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    key = str(dtype).lower().replace("torch.", "")
-    if key not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}: use auto, bf16, fp32 or fp16")
-    return getattr(torch, _DTYPES[key])
+    name = hardware.normalize_dtype(dtype)
+    if name != "auto":
+        return getattr(torch, name)
+    if device == "cpu":
+        return getattr(torch, hardware.resolve_cpu_dtype("auto")[0])
+    if config_dtype is not None:
+        with contextlib.suppress(ValueError):
+            config_dtype = getattr(torch, hardware.normalize_dtype(config_dtype))
+    if isinstance(config_dtype, torch.dtype) and config_dtype != torch.float32:
+        return config_dtype
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def _usable_cores() -> int:
@@ -412,6 +403,11 @@ class HFBackend(ClosingMixin):
             cfg = json.loads((model_dir / "config.json").read_text())
             cfg_dtype = cfg.get("dtype") or cfg.get("torch_dtype")
         self.dtype = resolve_dtype(dtype, self.device, cfg_dtype)
+        self.dtype_reason = "asked for" if str(dtype) != "auto" else "auto"
+        if self.device == "cpu" and str(dtype) == "auto":
+            from memory_r1 import hardware
+
+            self.dtype_reason = "auto: " + hardware.resolve_cpu_dtype("auto")[1]
         if attn_implementation == "auto":
             attn_implementation = cpu_attention.register() if self.device == "cpu" else "sdpa"
         elif attn_implementation == cpu_attention.NAME:
@@ -467,11 +463,12 @@ class HFBackend(ClosingMixin):
         )
         self.load_seconds = time.perf_counter() - t0
         log.info(
-            "loaded %s (%s, %s, %s) in %.1f s%s",
+            "loaded %s (%s, %s, %s [%s]) in %.1f s%s",
             self.name,
             model_dir,
             self.device,
             str(self.dtype).replace("torch.", ""),
+            self.dtype_reason,
             self.load_seconds,
             " from the converted cache" if self.from_cache else "",
         )
