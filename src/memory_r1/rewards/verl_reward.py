@@ -112,7 +112,7 @@ def get_answerer(spec: str | Mapping | None):
             t0 = time.perf_counter()
             opts = {k: v for k, v in cfg.items() if k not in ("backend", "model", "max_new_tokens", "distill")}
             if cfg["backend"] == "hf":
-                opts.setdefault("dtype", "bfloat16")
+                opts.setdefault("dtype", "auto")  # measured: bf16 where native, else fp32
             llm = load_llm(cfg["backend"], cfg["model"], **opts)
             params = SamplingParams(temperature=0.0, max_new_tokens=int(cfg.get("max_new_tokens", 48)))
             _answerers[key] = LLMAnswerer(llm, params=params, distill=bool(cfg.get("distill", False)))

@@ -212,7 +212,7 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def _manifest(req: TrainRequest, recipe: dict, recipe_file: Path, model_dir: Path, info: dict) -> dict:
     from memory_r1.data.paths import resolve_locomo_path, sha256_file
-    from memory_r1.eval.runner import git_commit, package_versions
+    from memory_r1.eval.runner import git_commit, host_info, package_versions
 
     data_path = resolve_locomo_path(req.data)
     req_d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(req).items()}
@@ -227,7 +227,8 @@ def _manifest(req: TrainRequest, recipe: dict, recipe_file: Path, model_dir: Pat
         "episodes": info,
         "versions": package_versions(),
         "git_commit": git_commit(),
-        "host": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "host": host_info(recipe.get("dtype", "auto")) if recipe.get("device") == "cpu"
+        else {"cpus": os.cpu_count(), "platform": platform.platform()},
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

@@ -6,6 +6,7 @@ A training recipe (``recipes/{backbone}/{answer,manager}/{grpo,ppo}.yaml``) hold
     stage: answer                 # answer | manager
     algo: grpo                    # grpo | ppo (must agree with verl's algorithm.adv_estimator)
     device: cpu                   # cpu: our CPU stack (memory_r1.train.backends.verl_cpu); gpu: verl's own
+    dtype: auto                   # CPU only: bf16 where this CPU runs it natively, else fp32 (measured)
     episodes: {source: observations, top_k: 5, distill: false, ...}
     reward: {name: answer_f1}     # answer_em | answer_f1 | manager_em | manager_f1 (+ answerer for the manager)
     verl:
@@ -40,7 +41,14 @@ ANSWER_REWARDS = ("answer_em", "answer_f1")
 MANAGER_REWARDS = {"manager_em": "em", "manager_f1": "f1"}
 REWARD_FN_PATH = "pkg://memory_r1.rewards.verl_reward"
 REWARD_FN_NAME = "compute_score"
-OUR_KEYS = ("stage", "algo", "device", "description", "seed", "episodes", "reward", "verl", "backbone")
+OUR_KEYS = ("stage", "algo", "device", "description", "seed", "episodes", "reward", "verl", "backbone", "dtype")
+#: verl keys that set the precision of a CPU run (:func:`precision_overrides`)
+PRECISION_KEYS = (
+    "actor_rollout_ref.rollout.dtype",
+    "actor_rollout_ref.actor.fsdp_config.mixed_precision",
+    "actor_rollout_ref.ref.fsdp_config.mixed_precision",
+    "critic.fsdp.mixed_precision",
+)
 
 _BARE = re.compile(r"^[A-Za-z_/][A-Za-z0-9_./\-]*$")
 _KEYWORDS = {"true", "false", "null", "none", "nan", "inf", "yes", "no", "on", "off"}
@@ -115,6 +123,26 @@ def check_recipe(recipe: Mapping) -> None:
         raise RecipeSchemaError(f"reward.name for the {recipe['stage']} stage must be one of {', '.join(allowed)}, got {name!r}")
 
 
+def precision_overrides(dtype: str = "auto", critic: bool = True) -> list[str]:
+    """verl overrides for the precision of a CPU run: ``dtype`` (``auto``: what this CPU runs fastest,
+    :func:`memory_r1.hardware.resolve_cpu_dtype`) for the rollout, and for training either verl's
+    default mixed precision (bf16 compute over fp32 master weights) or fp32 throughout (no autocast).
+
+    >>> precision_overrides("bf16")
+    ['actor_rollout_ref.rollout.dtype=bfloat16']
+    >>> precision_overrides("fp32", critic=False)[1]
+    '+actor_rollout_ref.actor.fsdp_config.mixed_precision={param_dtype:fp32,reduce_dtype:fp32,buffer_dtype:fp32}'
+    """
+    from memory_r1.hardware import resolve_cpu_dtype
+
+    name = resolve_cpu_dtype(dtype)[0]
+    out = [f"{PRECISION_KEYS[0]}={name}"]
+    if name == "float32":
+        fp32 = "{param_dtype:fp32,reduce_dtype:fp32,buffer_dtype:fp32}"
+        out += [f"+{k}={fp32}" for k in PRECISION_KEYS[1:3 + int(critic)]]
+    return out
+
+
 def reward_kwargs(recipe: Mapping, log_path: str | Path | None = None) -> dict:
     """The kwargs verl passes to :func:`memory_r1.rewards.verl_reward.compute_score`."""
     reward = recipe.get("reward") or {}
@@ -150,7 +178,12 @@ def recipe_to_overrides(
     ``resume``: ``trainer.resume_mode`` auto (continue from the latest checkpoint there) or disable;
     ``ray_address``: join an existing Ray cluster instead of starting one."""
     check_recipe(recipe)
-    out = [f"{k}={hydra_value(v)}" for k, v in flatten_verl(recipe["verl"]).items()]
+    given = flatten_verl(recipe["verl"])
+    out = [f"{k}={hydra_value(v)}" for k, v in given.items()]
+    if recipe["device"] == "cpu":  # the recipe's dtype (auto: measured); verl keys the recipe sets win
+        set_by_recipe = {k.lstrip("+") for k in given}
+        out += [o for o in precision_overrides(recipe.get("dtype", "auto"), critic=recipe["algo"] == "ppo")
+                if o.split("=", 1)[0].lstrip("+") not in set_by_recipe]
     out += [
         f"reward.custom_reward_function.path={REWARD_FN_PATH}",
         f"reward.custom_reward_function.name={REWARD_FN_NAME}",
@@ -168,7 +201,6 @@ def recipe_to_overrides(
         out.append(f"trainer.default_local_dir={hydra_value(str(Path(out_dir) / 'checkpoints'))}")
         # verl dumps each step's rollouts and each validation's generations (input, output, score)
         # as JSONL: every trained-on and held-out completion stays readable after the run
-        given = flatten_verl(recipe["verl"])
         for key, sub in (("trainer.rollout_data_dir", "rollout"), ("trainer.validation_data_dir", "val")):
             if given.get(key) is None:
                 out.append(f"{key}={hydra_value(str(Path(out_dir) / 'generations' / sub))}")

@@ -50,11 +50,12 @@ Traps handled here:
   ``$MEMR1_CPU_THREADS`` (default: all cores), and ``OMP_WAIT_POLICY=PASSIVE`` keeps idle OpenMP
   threads from spinning. On a busy machine (more runnable threads than cores) spinning made
   2-thread generation and training 2-4x slower than 1 thread; passive, 2 threads are never worse.
-- Precision: verl's defaults (FSDP mixed precision, fp32 master weights with bf16 compute;
-  ``rollout.dtype=bfloat16``) work on CPU and were ~1.6x faster per step than fp32 everywhere; the
-  rollout-vs-trainer log-prob KL is ~3e-3 in bf16 and ~1e-5 in fp32. For fp32:
-  ``+actor_rollout_ref.actor.fsdp_config.mixed_precision={param_dtype:fp32,reduce_dtype:fp32,buffer_dtype:fp32}``
-  and ``actor_rollout_ref.rollout.dtype=float32``.
+- Precision follows the CPU (:func:`~memory_r1.train.verl_config.precision_overrides`, the recipe's
+  ``dtype: auto``): where bf16 is native (AMX, AVX512-BF16) verl's defaults (FSDP mixed precision,
+  fp32 master weights with bf16 compute; ``rollout.dtype=bfloat16``), ~1.6x faster per step than
+  fp32 there; where bf16 is emulated (~10x slower than fp32) fp32 throughout
+  (``+...fsdp_config.mixed_precision={param_dtype:fp32,...}``, ``rollout.dtype=float32``). The
+  rollout-vs-trainer log-prob KL is ~3e-3 in bf16 and ~1e-5 in fp32.
 
 Config (:func:`cpu_overrides`, Hydra overrides for verl's ``ppo_trainer``): ``trainer.device=cpu``;
 one logical GPU per training rank (``trainer.n_gpus_per_node=1`` + ``ray_init.num_gpus=1``); 16
@@ -346,20 +347,13 @@ def server_actor_name(replica_rank: int, name_suffix: str = "") -> str:
     return f"{SERVER_NAME_PREFIX}{replica_rank}_0{name_suffix}"
 
 
-def _dtype(name: Any, default: torch.dtype = torch.bfloat16) -> torch.dtype:
+def _dtype(name: Any) -> torch.dtype:
+    """A rollout dtype from verl's config; ``auto`` (or unset) is what this CPU runs fastest."""
     if isinstance(name, torch.dtype):
         return name
-    table = {
-        "bfloat16": torch.bfloat16,
-        "bf16": torch.bfloat16,
-        "float16": torch.float16,
-        "fp16": torch.float16,
-        "half": torch.float16,
-        "float32": torch.float32,
-        "fp32": torch.float32,
-        "float": torch.float32,
-    }
-    return table.get(str(name).lower(), default) if name else default
+    from memory_r1.hardware import resolve_cpu_dtype
+
+    return getattr(torch, resolve_cpu_dtype(name or "auto")[0])
 
 
 def _cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
@@ -473,7 +467,7 @@ class HFRolloutServer:
         torch.set_num_threads(threads)
         seed = int(_cfg_get(self.config, "seed", 0) or 0) + replica_rank
         torch.manual_seed(seed)
-        self.dtype = _dtype(_cfg_get(self.config, "dtype", "bfloat16"))
+        self.dtype = _dtype(_cfg_get(self.config, "dtype", "auto"))
         self.model = self._load_model()
         gen = self.model.generation_config
         eos = gen.eos_token_id if gen.eos_token_id is not None else self.model.config.eos_token_id
@@ -526,9 +520,9 @@ class HFRolloutServer:
         model.eval()
         model.requires_grad_(False)
         fast = attn == cpu_attention.NAME
-        # bf16 packing is bit-identical to the plain matmul; weights synced later (in place) are
-        # packed again on first use
-        if fast and self.dtype == torch.bfloat16:
+        # packing is bit-identical to the plain matmul in bf16 and within ~3e-6 in fp32 (it halves the
+        # 49k-vocab head's time in both); weights synced later (in place) are packed again on first use
+        if fast:
             cpu_linear.pack_linears(model)
         self.fast_cpu = fast and kv_cache.supports(model.config)
         log.info("hf rollout server loaded the policy in %.1f s", time.perf_counter() - t0)
@@ -1088,12 +1082,17 @@ def env_for_workers(threads: Optional[int] = None) -> dict[str, str]:
 
 
 def cpu_overrides(
-    *, critic: bool = True, num_cpus: int = 16, extra_env: Optional[dict[str, str]] = None
+    *, critic: bool = True, num_cpus: int = 16, extra_env: Optional[dict[str, str]] = None,
+    dtype: str = "auto",
 ) -> list[str]:
     """Hydra overrides (for verl's ``ppo_trainer`` config) that make the trainer run on CPU.
 
     ``critic``: also set the critic's engine options (harmless when no critic is used).
-    ``extra_env``: more environment variables for every Ray process (``runtime_env.env_vars``)."""
+    ``extra_env``: more environment variables for every Ray process (``runtime_env.env_vars``).
+    ``dtype``: rollout dtype and training precision
+    (:func:`~memory_r1.train.verl_config.precision_overrides`; ``auto``: measured on this CPU)."""
+    from memory_r1.train.verl_config import precision_overrides
+
     env = ",".join(f"{k}:'{v}'" for k, v in {**env_for_workers(), **(extra_env or {})}.items())
     out = [
         "trainer.device=cpu",
@@ -1117,6 +1116,7 @@ def cpu_overrides(
         "reward.num_workers=1",
         "data.dataloader_num_workers=0",
     ]
+    out += precision_overrides(dtype, critic=critic)
     if critic:
         out += [
             "critic.strategy=fsdp2",
