@@ -1,6 +1,8 @@
 """The CPU generation fast paths against stock transformers, on a small random Llama (GQA, fp32 and
 bf16): the padded key-value cache (kv_cache.py) and the oneDNN-packed linears (cpu_linear.py) must
-not change a single generated token."""
+not change a single generated token in fp32; in bf16 (native or emulated: these tests assume no CPU
+feature) every generated step's logits must match stock transformers' teacher-forced logits within
+bf16 rounding."""
 
 from __future__ import annotations
 
@@ -174,3 +176,81 @@ def test_prefix_plan_leaves_a_lone_row_whole_and_skips_small_savings():
                              min_new_tokens=10, do_sample=False, pad_token_id=0)
     assert torch.equal(out[:, ids.shape[1]:], _plain(model, prompts, do_sample=False))
     assert kv_cache.prefix_plan([p[-12:] for p in prompts], min_prefix=8) is None  # nothing shared
+
+
+DTYPES = [torch.float32, torch.bfloat16]
+#: largest gap allowed between a fast path's step logits and stock transformers' (logits are ~1 here;
+#: one bf16 ulp at 1.0 is 0.0078)
+TOL = {torch.float32: 1e-4, torch.bfloat16: 0.04}
+
+
+def _rows(ids, mask):
+    return [r[m.bool()].tolist() for r, m in zip(ids, mask)]
+
+
+def _stock_step_logits(ref, prompts, generated):
+    """Stock transformers (sdpa, no cache, plain linears) scoring ``prompts`` + ``generated`` in one
+    forward pass: the logits that predicted each generated token."""
+    rows = [p + g for p, g in zip(prompts, generated)]
+    longest, n = max(map(len, rows)), len(generated[0])
+    ids = torch.zeros(len(rows), longest, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, longest - len(r):] = torch.tensor(r)
+        mask[i, longest - len(r):] = 1
+    with torch.inference_mode():
+        return ref(input_ids=ids, attention_mask=mask).logits[:, longest - n - 1 : longest - 1].float()
+
+
+def _fast_generate(model, ids, mask, cache, new=12):
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=mask, past_key_values=cache, max_new_tokens=new,
+                             min_new_tokens=new, do_sample=False, pad_token_id=0, output_logits=True,
+                             return_dict_in_generate=True)
+    return out.sequences[:, ids.shape[1]:].tolist(), torch.stack(out.logits, 1).float()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("path", ["padded_cache", "shared_prefixes", "packed_linears"])
+def test_each_fast_path_scores_like_stock_transformers(dtype, path):
+    """Every fast path in fp32 and bf16 (bf16 runs everywhere, emulated where the CPU lacks it; only
+    packing needs oneDNN's kernels and is skipped, with the reason, where this build has none)."""
+    model, ref = _model(dtype=dtype), _model("sdpa", dtype=dtype)
+    if path == "packed_linears":
+        if not cpu_linear.available(dtype):
+            pytest.skip(f"oneDNN cannot pack {dtype} linear weights on this CPU (the plain path is tested below)")
+        assert cpu_linear.pack_linears(model) == 2 * 7 + 1
+    if path == "shared_prefixes":
+        prompts = _prompts()
+        plan = kv_cache.prefix_plan(prompts, min_prefix=8)
+        ids, mask, cache = kv_cache.prefix_batch(model, prompts, plan, reserve=12, pad_token_id=0)
+    else:
+        ids, mask = _batch()
+        prompts, cache = _rows(ids, mask), kv_cache.PaddedCache(2, reserve=3)
+    generated, logits = _fast_generate(model, ids, mask, cache)
+    gap = (logits - _stock_step_logits(ref, prompts, generated)).abs().max().item()
+    assert gap <= TOL[dtype], f"{path} in {dtype}: step logits differ from stock transformers by {gap}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cpu_attention_prefill_and_decode_match_sdpa_in_each_dtype(dtype):
+    model, ref = _model(dtype=dtype), _model("sdpa", dtype=dtype)
+    ids, mask = _batch()
+    with torch.inference_mode():
+        ours = model(input_ids=ids, attention_mask=mask).logits.float()
+        stock = ref(input_ids=ids, attention_mask=mask).logits.float()
+    real = mask.bool()  # padded positions are garbage in both
+    assert (ours - stock)[real].abs().max().item() <= TOL[dtype]
+
+
+def test_without_onednn_packing_the_plain_linear_runs(monkeypatch):
+    """The fallback every CPU can take: nothing is packed, and the model computes what it did."""
+    model = _model()
+    ids, mask = _batch()
+    with torch.inference_mode():
+        before = model(input_ids=ids, attention_mask=mask).logits
+    monkeypatch.setattr(cpu_linear, "available", lambda dtype: False)
+    assert cpu_linear.pack_linears(model) == 0
+    assert not any(hasattr(m, "_memr1_packed") for m in model.modules())
+    with torch.inference_mode():
+        assert torch.equal(model(input_ids=ids, attention_mask=mask).logits, before)
