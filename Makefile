@@ -23,6 +23,7 @@ run: setup
 	$(BIN)/memr1 eval --backbone smollm2-135m --split val --out runs/eval/smollm2-135m-val
 
 test: setup
+	$(BIN)/memr1 doctor
 	$(BIN)/pytest -q
 
 test-fast: setup

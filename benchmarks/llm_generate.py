@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from memory_r1.llm.hf import CpuLoadMeter, HFBackend, configure_threads
+    from memory_r1.llm.hf import HFBackend
+    from memory_r1.threads import CpuLoadMeter, configure_threads
 
     meter = CpuLoadMeter()
     load_before = os.getloadavg()

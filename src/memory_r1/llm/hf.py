@@ -14,9 +14,9 @@ repetition penalty, ...) are not applied, so every backend decodes the same way.
 
 Nothing is fetched from a hub (``local_files_only``). On CPU ``dtype="auto"`` is the dtype this CPU runs
 fastest, measured once and cached (:mod:`memory_r1.hardware`: bf16 with AMX or AVX512-BF16, fp32 where
-bf16 is emulated) and torch's thread count follows the cores that
-other processes leave free, re-checked at each ``generate`` call (see :func:`auto_num_threads`), unless
-``num_threads`` or OMP_NUM_THREADS / MKL_NUM_THREADS say otherwise.
+bf16 is emulated) and torch's thread count follows the one thread
+policy of :mod:`memory_r1.threads`, re-checked at each ``generate`` call, unless ``num_threads`` or
+OMP_NUM_THREADS / MKL_NUM_THREADS say otherwise.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from memory_r1.backbones import DEFAULT_BACKBONE, ResolvedBackbone, resolve_backbone
 from memory_r1.data.paths import cache_dir, sha256_file
 from memory_r1.llm import cpu_attention, cpu_linear
+from memory_r1.threads import CpuLoadMeter, configure_threads, user_set_threads
 from memory_r1.llm.base import (
     ClosingMixin,
     Conversation,
@@ -237,84 +238,6 @@ def resolve_dtype(dtype: Any, device: str, config_dtype: Any = None) -> torch.dt
     if isinstance(config_dtype, torch.dtype) and config_dtype != torch.float32:
         return config_dtype
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def auto_num_threads(cores: int | None = None, others_busy: float | None = None) -> int:
-    """Threads for torch's intra-op pool: every usable core less those other processes keep busy.
-
-    ``others_busy``: cores in use by other processes (default: the 1-minute load average less one,
-    taken to be this process). On a shared 2-core machine two threads are ~10x SLOWER than one while
-    another process keeps a core busy: every small decode op waits at the OpenMP barrier for the
-    descheduled thread.
-
-    >>> auto_num_threads(2, 0.3), auto_num_threads(2, 0.7), auto_num_threads(2, 5.0), auto_num_threads(8, 3.2)
-    (2, 1, 1, 5)
-    """
-    cores = cores or _usable_cores()
-    if others_busy is None:
-        try:
-            others_busy = max(0.0, os.getloadavg()[0] - 1.0)
-        except OSError:  # pragma: no cover
-            others_busy = 0.0
-    return max(1, min(cores, cores - int(others_busy + 0.5)))
-
-
-class CpuLoadMeter:
-    """CPU time used by OTHER processes (this one's own time subtracted) since the last reading, in
-    cores, from /proc/stat (steal time counts: it is the hypervisor running someone else)."""
-
-    def __init__(self) -> None:
-        self._last = self._sample()
-
-    @staticmethod
-    def _sample() -> tuple[float, float, float] | None:
-        try:
-            with open("/proc/stat") as f:
-                fields = [int(x) for x in f.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        # user nice system idle iowait irq softirq steal ...
-        busy = sum(fields[:3]) + sum(fields[5:8])
-        t = os.times()
-        return busy / os.sysconf("SC_CLK_TCK"), t.user + t.system, time.monotonic()
-
-    def others_busy(self, min_interval: float = 0.5) -> float | None:
-        """Cores busy elsewhere since the last reading (None if under ``min_interval`` s ago)."""
-        now = self._sample()
-        if now is None or self._last is None:
-            return None
-        d_wall = now[2] - self._last[2]
-        if d_wall < min_interval:
-            return None
-        others = (now[0] - self._last[0]) - (now[1] - self._last[1])
-        self._last = now
-        return max(0.0, others / d_wall)
-
-
-def user_set_threads() -> bool:
-    return bool(os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"))
-
-
-def configure_threads(num_threads: int | None = None, others_busy: float | None = None) -> int:
-    """Set torch's thread count: ``num_threads`` if given; else nothing when the user set
-    OMP_NUM_THREADS / MKL_NUM_THREADS (torch follows them); else :func:`auto_num_threads`."""
-    import torch
-
-    if num_threads is None:
-        if user_set_threads():
-            return torch.get_num_threads()
-        num_threads = auto_num_threads(None, others_busy)
-    if torch.get_num_threads() != num_threads:
-        torch.set_num_threads(num_threads)
-        log.info("torch threads: %d", num_threads)
-    return num_threads
 
 
 # ---------------------------------------------------------------------------------------------------

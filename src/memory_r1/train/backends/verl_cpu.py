@@ -97,6 +97,8 @@ from verl.plugin.platform import PlatformBase
 from verl.workers.rollout.base import BaseRollout
 from verl.workers.rollout.replica import RolloutMode, RolloutReplica, TokenOutput
 
+from memory_r1.threads import WORKER_THREADS_ENV, worker_threads
+
 log = logging.getLogger(__name__)
 if os.environ.get("VERL_LOGGING_LEVEL"):  # verl's convention for its own loggers, also in Ray workers
     log.setLevel(os.environ["VERL_LOGGING_LEVEL"].upper())
@@ -104,16 +106,7 @@ if os.environ.get("VERL_LOGGING_LEVEL"):  # verl's convention for its own logger
 PLATFORM_NAME = "cpu"
 ROLLOUT_NAME = "hf"
 MODULE_NAME = __name__  # what VERL_USE_EXTERNAL_MODULES must name
-THREADS_ENV = "MEMR1_CPU_THREADS"  # torch intra-op threads in verl's worker processes (default: all cores)
 SERVER_NAME_PREFIX = f"{ROLLOUT_NAME}_server_"
-
-
-def _cpu_threads() -> int:
-    try:
-        n = int(os.environ.get(THREADS_ENV, "0"))
-    except ValueError:
-        n = 0
-    return n if n > 0 else (os.cpu_count() or 1)
 
 
 def _peak_rss_bytes() -> int:
@@ -255,7 +248,7 @@ class PlatformCPU(PlatformBase):
     """
 
     def __init__(self) -> None:
-        threads = _cpu_threads()
+        threads = worker_threads()
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
 
@@ -463,7 +456,7 @@ class HFRolloutServer:
         self.stats = {"requests": 0, "batches": 0, "prefix_batches": 0, "generated_tokens": 0, "generate_s": 0.0,
                       "weight_syncs": 0}
 
-        threads = _cpu_threads()
+        threads = worker_threads()
         torch.set_num_threads(threads)
         seed = int(_cfg_get(self.config, "seed", 0) or 0) + replica_rank
         torch.manual_seed(seed)
@@ -1066,11 +1059,11 @@ def register() -> None:
 def env_for_workers(threads: Optional[int] = None) -> dict[str, str]:
     """Environment every verl process needs (set it before ``ray.init`` and/or pass it as
     ``ray_kwargs.ray_init.runtime_env.env_vars``)."""
-    n = str(threads or _cpu_threads())
+    n = str(threads or worker_threads())
     return {
         "VERL_PLATFORM": PLATFORM_NAME,
         "VERL_USE_EXTERNAL_MODULES": MODULE_NAME,
-        THREADS_ENV: n,
+        WORKER_THREADS_ENV: n,
         "OMP_NUM_THREADS": n,
         # idle OpenMP threads sleep instead of spinning: on a busy machine (more runnable threads than
         # cores) spinning made 2-thread matmuls 2-4x slower than 1 thread; passive keeps 2 threads >= 1
