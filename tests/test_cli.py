@@ -90,3 +90,25 @@ def test_download_refusal_is_one_line(tmp_path):
     )
     assert res.exit_code == 2
     assert len(res.stderr.strip().splitlines()) == 1 and "refused download" in res.stderr
+
+
+def test_doctor_reports_the_machine_and_the_run_choices(tmp_path, monkeypatch):
+    """`memr1 doctor` as CI runs it: a real measurement, one screen, and the same facts as JSON."""
+    monkeypatch.setenv("MEMR1_CACHE", str(tmp_path / "cache"))
+    t0 = time.perf_counter()
+    res = runner.invoke(app, ["doctor"])
+    assert res.exit_code == 0, res.output
+    assert time.perf_counter() - t0 < 20
+    for label in ("CPU", "flags", "matmul GFLOP/s", "dtype (auto)", "threads", "versions", "LoCoMo",
+                  "smollm2-135m", "memory"):
+        assert label in res.output
+    res = runner.invoke(app, ["doctor", "--json", "--cached"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.output)
+    from memory_r1 import hardware
+
+    assert rep["run"]["dtype"] == hardware.resolve_cpu_dtype("auto")[0]
+    assert rep["matmul_gflops"]["float32"] > 0 and rep["matmul_gflops"]["bfloat16"] > 0
+    assert rep["cpu"]["flags"] == hardware.cpu_info()["flags"]
+    assert rep["versions"]["torch"] and rep["data"]["locomo"].endswith("locomo10.json")
+    assert rep["memory"]["total_gib"] > 0 and rep["disk"]["free_gib"] >= 0

@@ -478,6 +478,65 @@ def train_loop(
     typer.echo(rounds_markdown(records, f"val scores per round ({backbone}, {algo})"))
 
 
+@app.command("doctor")
+def doctor_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="The report as JSON.")] = False,
+    cached: Annotated[bool, typer.Option("--cached", help="Read the cached CPU profile instead of timing matmuls.")] = False,
+) -> None:
+    """What this machine is and what a run would pick: CPU flags, measured matmul GFLOP/s, dtype and
+    threads, versions, where data and models were found, free disk and memory. Run it when
+    something is slow or fails."""
+    from memory_r1.doctor import report
+
+    rep = report(measure=not cached)
+    if as_json:
+        typer.echo(json.dumps(rep, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"memr1 doctor ({rep['seconds']:.1f} s)", show_header=False, box=None)
+    t.add_column(style="bold")
+    t.add_column()
+    cpu = rep["cpu"]
+    t.add_row("CPU", f"{cpu['model']} ({cpu['cores']} usable cores, kind {cpu.get('kind', '?')})")
+    t.add_row("flags", ", ".join(cpu["flags"]) + (f"  [dim]missing: {', '.join(cpu['missing_flags'])}[/]"
+                                                 if cpu["missing_flags"] else ""))
+    if cpu["isa_limits"]:
+        t.add_row("ISA limits", ", ".join(f"{k}={v}" for k, v in cpu["isa_limits"].items()))
+    if "matmul_gflops" in rep:
+        mm = rep["matmul_gflops"]
+        t.add_row("matmul GFLOP/s", f"fp32 {mm['float32']:.0f}, bf16 {mm['bfloat16']:.0f} "
+                  f"({'x'.join(map(str, mm['shape']))} linear, {mm['threads']} threads; "
+                  f"oneDNN native bf16: {'yes' if cpu.get('onednn_bf16') else 'no'})")
+    run = rep["run"]
+    if "error" in run:
+        t.add_row("a run would pick", run["error"])
+    else:
+        t.add_row("dtype (auto)", f"{run['dtype']}: {run['dtype_reason']}")
+        t.add_row("threads", f"{run['threads']}: {run['threads_reason']}")
+    if "load_average" in rep:
+        t.add_row("load average", " ".join(map(str, rep["load_average"])))
+    t.add_row("versions", ", ".join(f"{k} {v}" for k, v in rep["versions"].items() if v))
+    data = rep["data"]
+    t.add_row("LoCoMo", data["locomo"] or f"[red]not found[/] ({data.get('locomo_error')})")
+    t.add_row("gold audit", data["gold_audit"] or f"not found {data.get('gold_audit_error', '')}")
+    models = rep["models"]
+    smol = models.get("smollm2-135m", {})
+    if "error" in smol:
+        t.add_row("smollm2-135m", f"[red]{smol['error']}[/]")
+    else:
+        t.add_row("smollm2-135m", f"{smol['gguf']} ({'converted: ' + smol['converted_dir'] if smol['converted'] else 'not converted yet: the first load takes ~30 s'})")
+    for name, b in models["backbones"].items():
+        if name != "smollm2-135m":
+            t.add_row(f"  {name}", b.get("path") or b.get("source") or "not found")
+    t.add_row("embedder", models.get("embedder", "?"))
+    t.add_row("cache", f"{models['cache_dir']} ({rep['disk']['free_gib']} GiB free)")
+    mem = rep["memory"]
+    t.add_row("memory", f"{mem['available_gib']} GiB available of {mem['total_gib']} GiB")
+    Console().print(t)
+
+
 def main() -> None:
     app()
 
