@@ -165,36 +165,63 @@ class ApplyStats:
             setattr(self, k, getattr(self, k) + getattr(other, k))
 
 
-def apply_operations(bank, ops: list[MemoryOp], *, timestamp: str = "", actor: str = "manager") -> ApplyStats:
+def apply_operations(bank, ops: list[MemoryOp], *, timestamp: str = "", actor: str = "manager",
+                     outcomes: list[dict] | None = None) -> ApplyStats:
     """Apply parsed ops to a bank; a refused op is logged and counted and leaves the bank as it was.
-    An ADD of a text already stored verbatim (case and spacing aside) is skipped and counted."""
+    An ADD of a text already stored verbatim (case and spacing aside) is skipped and counted.
+
+    ``outcomes``, when given, gets one record per op, in the order of ``ops``: ``op``, ``id`` (the
+    bank id; an ADD's new id), ``text`` (the op's text), ``old_text`` (what an UPDATE replaced or a
+    DELETE removed) and ``status``: ``applied``, ``duplicate`` (an ADD of a held text, skipped),
+    ``skipped`` (an ADD without text) or ``refused`` (with the bank's ``error``). Updates and
+    deletes are applied in order, then the ADDs in one batch."""
     from memory_r1.memory import UnknownMemoryError
 
     stats = ApplyStats()
+    trace = [
+        {"op": o.op.value, "id": o.id, "text": o.text, "old_text": None, "status": "applied"} for o in ops
+    ] if outcomes is not None else None
     held = {" ".join(m.text.lower().split()) for m in bank.list()} if any(o.op is OpKind.ADD for o in ops) else set()
-    adds = []
-    for o in ops:
+    adds, add_at = [], []
+    for i, o in enumerate(ops):
+        if o.op is OpKind.ADD and not o.text and trace is not None:
+            trace[i]["status"] = "skipped"  # nothing to store
         if o.op is OpKind.ADD and o.text:
             key = " ".join(o.text.lower().split())
             if key in held:
                 stats.duplicate += 1
+                if trace is not None:
+                    trace[i]["status"] = "duplicate"
             else:
                 held.add(key)
                 adds.append(o.text)
-    for op in ops:
+                add_at.append(i)
+    for i, op in enumerate(ops):
         try:
             if op.op is OpKind.UPDATE:
+                old = bank.get(op.id).text if trace is not None else None
                 bank.update(op.id, op.text, actor=actor, timestamp=timestamp or None)
                 stats.updated += 1
+                if trace is not None:
+                    trace[i]["old_text"] = old
             elif op.op is OpKind.DELETE:
-                bank.delete(op.id, actor=actor)
+                gone = bank.delete(op.id, actor=actor)
                 stats.deleted += 1
+                if trace is not None:
+                    trace[i]["old_text"] = gone.text
             elif op.op is OpKind.NOOP:
                 stats.noop += 1
         except (UnknownMemoryError, ValueError) as exc:
             log.warning("manager op %s on %s refused: %s", op.op.value, op.id, exc)
             stats.failed += 1
+            if trace is not None:
+                trace[i].update(status="refused", error=str(exc))
     if adds:
-        bank.add_many(adds, timestamps=[timestamp] * len(adds), actor=actor)
+        items = bank.add_many(adds, timestamps=[timestamp] * len(adds), actor=actor)
         stats.added += len(adds)
+        if trace is not None:
+            for i, item in zip(add_at, items, strict=True):
+                trace[i]["id"] = item.id
+    if outcomes is not None:
+        outcomes.extend(trace)
     return stats

@@ -9,6 +9,23 @@ Methods (the same harness for each):
 - ``memory-r1``: extractor -> Memory Manager ops -> banks; Answer Agent over top-k per speaker.
 - ``rag-turns``: raw turns stored as memories (no LLM at ingestion); same Answer Agent.
 - ``full-context``: no memory; the whole dialogue in the prompt, cut to the model's window.
+
+Tracing: ``Pipeline(..., trace=callback)`` hands the callback one plain dict (JSON-ready) per event,
+in the order things happen; without a callback nothing extra is read or built. Events (key
+``event``):
+
+- ``facts``: one per extracted turn: ``step``, ``conversation_id``, ``namespace``, ``session_date``,
+  ``dia_id``, ``turn`` (the line the extractor read), ``completion``, ``facts``, ``parsed``;
+- ``known_facts``: facts already stored verbatim and not sent to the manager (``skip_known_facts``):
+  ``step``, ``namespace``, ``facts``;
+- ``manager``: one per Memory Manager call: ``step``, ``namespace``, ``session_date``, ``facts``,
+  ``related`` (the memories it was shown, with their ``prompt_id``), ``completion``, ``parsed``,
+  ``invalid_ids``, ``malformed``, ``ops`` (each op's outcome, see
+  :func:`memory_r1.agents.manager.apply_operations`) and the bank as ``bank_before`` / ``bank_after``
+  the ops (``id``, ``text``, ``timestamp`` per memory, oldest first);
+- ``answer``: one per question: ``qid``, ``question``, ``retrieved`` (``speaker``, ``id``, ``text``,
+  ``timestamp``, ``score`` per memory, in prompt order) and ``prompt`` (the chat messages). The
+  record :meth:`Pipeline.answer` returns is the row ``memr1 eval`` writes to ``predictions.jsonl``.
 """
 
 from __future__ import annotations
@@ -37,6 +54,10 @@ from memory_r1.types import QA, Conversation, Turn
 log = logging.getLogger(__name__)
 
 METHODS = ("memory-r1", "rag-turns", "full-context")
+
+
+def _memories(items) -> list[dict]:
+    return [{"id": m.id, "text": m.text, "timestamp": m.timestamp} for m in items]
 
 
 def namespace(conversation_id: str, speaker: str) -> str:
@@ -88,10 +109,12 @@ def session_chunks(
 
 
 class Pipeline:
-    """Runs one method over conversations. ``bank_for(namespace)`` gives a MemoryBank."""
+    """Runs one method over conversations. ``bank_for(namespace)`` gives a MemoryBank; ``trace``
+    (optional) receives one dict per ingestion and answering event (see the module docstring)."""
 
     def __init__(self, llm: LLM, bank_for: Callable[[str], object], cfg: dict, method: str = "memory-r1",
-                 manager_llm: LLM | None = None, answer_llm: LLM | None = None):
+                 manager_llm: LLM | None = None, answer_llm: LLM | None = None,
+                 trace: Callable[[dict], None] | None = None):
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
         self.llm = llm
@@ -100,6 +123,7 @@ class Pipeline:
         self.bank_for = bank_for
         self.cfg = cfg
         self.method = method
+        self.trace = trace
 
     # ---- ingestion --------------------------------------------------------------------------
 
@@ -193,6 +217,11 @@ class Pipeline:
                     stats.extraction_unparsed += 1
                     log.debug("extractor output without facts for %s: %r", turn.dia_id, g.text[:200])
                 ns = namespace(conv.conversation_id, turn.speaker)
+                if self.trace:
+                    self.trace({"event": "facts", "step": step, "conversation_id": conv.conversation_id,
+                                "namespace": ns, "session_date": date, "dia_id": turn.dia_id,
+                                "turn": turn.render(), "completion": g.text, "facts": list(parsed.facts),
+                                "parsed": parsed.ok})
                 bucket = facts_by_ns.setdefault(ns, (date, []))[1]
                 bucket += [f for f in parsed.facts if f not in bucket]
             todo = []
@@ -201,12 +230,14 @@ class Pipeline:
                     held = {_norm(m.text) for m in self.bank_for(ns).list()}
                     known = [f for f in facts if _norm(f) in held]
                     stats.facts_known += len(known)
+                    if self.trace and known:
+                        self.trace({"event": "known_facts", "step": step, "namespace": ns, "facts": known})
                     facts = [f for f in facts if _norm(f) not in held]
                 for i in range(0, len(facts), max_facts):
                     todo.append((ns, date, facts[i : i + max_facts]))
             stats.facts += sum(len(f) for _, _, f in todo)
             # Memory Manager: related memories per fact, one call per (conversation, speaker, fact group)
-            prompts, maps = [], []
+            prompts, maps, shown = [], [], []
             for ns, _, facts in todo:
                 bank = self.bank_for(ns)
                 related, seen = [], set()
@@ -218,9 +249,10 @@ class Pipeline:
                 msgs, id_map = build_manager_messages(facts, related, owner=ns.split("/", 1)[1])
                 prompts.append(msgs)
                 maps.append(id_map)
+                shown.append(related)
             mg_gens = self.manager_llm.generate(prompts, mg_params) if prompts else []
             stats.manager_calls += len(mg_gens)
-            for (ns, date, _), id_map, g in zip(todo, maps, mg_gens):
+            for (ns, date, facts), id_map, related, g in zip(todo, maps, shown, mg_gens):
                 stats.prompt_tokens += g.prompt_tokens
                 stats.completion_tokens += g.completion_tokens
                 parsed = parse_operations(drop_cut_line(g.text, g.finish_reason), id_map)
@@ -228,11 +260,23 @@ class Pipeline:
                 stats.manager_malformed += parsed.malformed
                 if parsed.invalid_ids:
                     log.info("manager used ids not in its prompt (%s) for %s: rejected", parsed.invalid_ids, ns)
+                event = None
+                if self.trace:
+                    event = {"event": "manager", "step": step, "namespace": ns, "session_date": date,
+                             "facts": list(facts),
+                             "related": [{"prompt_id": i, **m} for i, m in enumerate(_memories(related))],
+                             "completion": g.text, "parsed": parsed.parsed,
+                             "invalid_ids": list(parsed.invalid_ids), "malformed": parsed.malformed,
+                             "ops": [], "bank_before": _memories(self.bank_for(ns).list())}
                 if not parsed.parsed:
                     stats.manager_unparsed += 1
                     log.debug("unparseable manager output for %s: %r", ns, g.text[:200])
-                    continue
-                stats.ops.merge(apply_operations(self.bank_for(ns), parsed.ops, timestamp=date))
+                else:
+                    stats.ops.merge(apply_operations(self.bank_for(ns), parsed.ops, timestamp=date,
+                                                     outcomes=None if event is None else event["ops"]))
+                if event is not None:
+                    event["bank_after"] = _memories(self.bank_for(ns).list())
+                    self.trace(event)
             stats.turns += len(turns)
             stats.chunks += 1
             log.info(
@@ -266,6 +310,13 @@ class Pipeline:
                 build_answer_messages(q.question, a, ma, b, mb, distill=bool(acfg.get("distill", True)))
                 for q, (ma, mb) in zip(questions, retrieved)
             ]
+        if self.trace:
+            for q, (ma, mb), msgs in zip(questions, retrieved, prompts):
+                self.trace({"event": "answer", "qid": q.qid, "question": q.question,
+                            "retrieved": [{"speaker": who, **m, "score": item.score}
+                                          for who, items in ((a, ma), (b, mb))
+                                          for item, m in zip(items, _memories(items))],
+                            "prompt": msgs})
         gens = self.answer_llm.generate(prompts, params)
         per_q = (time.perf_counter() - t0) / max(len(questions), 1)
         out = []
