@@ -254,3 +254,26 @@ def test_without_onednn_packing_the_plain_linear_runs(monkeypatch):
     assert not any(hasattr(m, "_memr1_packed") for m in model.modules())
     with torch.inference_mode():
         assert torch.equal(model(input_ids=ids, attention_mask=mask).logits, before)
+
+
+def test_int8_dynamic_quantization_replaces_every_linear_and_still_generates():
+    from memory_r1.llm.base import LLMError
+    from memory_r1.llm.hf import quantize_linears
+
+    model = _model()
+    ids, mask = _batch()
+    with torch.inference_mode():
+        ref = model(input_ids=ids, attention_mask=mask).logits
+    assert quantize_linears(model, None, "cpu", torch.float32) == 0
+    assert quantize_linears(model, "int8", "cpu", torch.float32) == 2 * 7 + 1
+    assert not any(isinstance(m, torch.nn.Linear) for m in model.modules())
+    with torch.inference_mode():
+        q = model(input_ids=ids, attention_mask=mask).logits
+    real = mask.bool()
+    assert 0 < (q - ref)[real].abs().max().item() < 0.1  # rounded, not broken
+    out = _generate(model, kv_cache.PaddedCache(2, reserve=12), do_sample=False)
+    assert out.shape == (3, 19 + 12)
+    with pytest.raises(LLMError, match="float32"):
+        quantize_linears(_model(dtype=torch.bfloat16), "int8", "cpu", torch.bfloat16)
+    with pytest.raises(ValueError, match="unknown quantize"):
+        quantize_linears(_model(), "int4", "cpu", torch.float32)
