@@ -1,5 +1,6 @@
-"""Reward curves of a training run: per-step mean training reward and held-out (val) reward, read
-from verl's file-logger records (``metrics*.jsonl``) and written as JSON and a PNG."""
+"""Reward curves of a training run: per-step mean training reward, held-out (val) reward and the
+rollouts' mean response length (tokens) and clip ratio (share of responses cut at the length
+limit), read from verl's file-logger records (``metrics*.jsonl``) and written as JSON and a PNG."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 TRAIN_KEY = "critic/score/mean"  # mean outcome reward of the step's rollouts
+#: per-step rollout statistics kept beside the rewards: curve name -> verl metric
+ROLLOUT_KEYS = {"response_length": "response_length/mean", "response_clip_ratio": "response_length/clip_ratio"}
 
 
 def _val_key(data: dict) -> str | None:
@@ -17,18 +20,22 @@ def _val_key(data: dict) -> str | None:
 
 
 def read_curves(folder: Path) -> dict:
-    """{"train": [[step, reward], ...], "val": [[step, reward], ...]} over metrics.jsonl and the
-    records of earlier (resumed) runs, metrics.1.jsonl, ...; later records win for a step.
+    """{"train": [[step, reward], ...], "val": [[step, reward], ...], "response_length": [[step,
+    tokens], ...], "response_clip_ratio": [[step, share], ...]} over metrics.jsonl and the records of
+    earlier (resumed) runs, metrics.1.jsonl, ...; later records win for a step.
 
     >>> import tempfile; d = Path(tempfile.mkdtemp())
     >>> _ = (d / "metrics.jsonl").write_text(
-    ...     '{"step": 1, "data": {"critic/score/mean": 0.1, "val-core/a/reward/mean@1": 0.2}}\\n'
-    ...     '{"step": 2, "data": {"critic/score/mean": 0.3}}\\n')
-    >>> read_curves(d)
-    {'train': [[1, 0.1], [2, 0.3]], 'val': [[1, 0.2]]}
+    ...     '{"step": 1, "data": {"critic/score/mean": 0.1, "val-core/a/reward/mean@1": 0.2,'
+    ...     ' "response_length/mean": 33.5, "response_length/clip_ratio": 0.25}}\\n'
+    ...     '{"step": 2, "data": {"critic/score/mean": 0.3, "response_length/mean": 14.0}}\\n')
+    >>> read_curves(d)  # doctest: +NORMALIZE_WHITESPACE
+    {'train': [[1, 0.1], [2, 0.3]], 'val': [[1, 0.2]], 'response_length': [[1, 33.5], [2, 14.0]],
+     'response_clip_ratio': [[1, 0.25]]}
     """
     train: dict[int, float] = {}
     val: dict[int, float] = {}
+    rollout: dict[str, dict[int, float]] = {name: {} for name in ROLLOUT_KEYS}
     files = sorted(folder.glob("metrics.*.jsonl"), key=lambda p: int(p.suffixes[0][1:])) + [folder / "metrics.jsonl"]
     for path in files:
         if not path.exists():
@@ -44,7 +51,13 @@ def read_curves(folder: Path) -> dict:
             vk = _val_key(data)
             if vk is not None:
                 val[step] = float(data[vk])
-    return {"train": [[s, train[s]] for s in sorted(train)], "val": [[s, val[s]] for s in sorted(val)]}
+            for name, key in ROLLOUT_KEYS.items():
+                if key in data:
+                    rollout[name][step] = float(data[key])
+    out = {"train": [[s, train[s]] for s in sorted(train)], "val": [[s, val[s]] for s in sorted(val)]}
+    for name, points in rollout.items():
+        out[name] = [[s, points[s]] for s in sorted(points)]
+    return out
 
 
 def write_curves(folder: Path, title: str, reward_name: str) -> Path | None:
@@ -59,7 +72,9 @@ def write_curves(folder: Path, title: str, reward_name: str) -> Path | None:
     except ImportError:
         log.warning("matplotlib not installed: reward_curve.png not written")
         return None
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    lengths = curves["response_length"]
+    fig, axes = plt.subplots(1, 2 if lengths else 1, figsize=(10 if lengths else 6, 3.5), squeeze=False)
+    ax = axes[0][0]
     if curves["train"]:
         ax.plot(*zip(*curves["train"]), marker="o", label="train (rollouts, mean)")
     if curves["val"]:
@@ -68,6 +83,11 @@ def write_curves(folder: Path, title: str, reward_name: str) -> Path | None:
     ax.set_ylabel(reward_name)
     ax.set_title(title)
     ax.legend()
+    if lengths:
+        axes[0][1].plot(*zip(*lengths), marker="o", color="tab:green")
+        axes[0][1].set_xlabel("step")
+        axes[0][1].set_ylabel("mean response length (tokens)")
+        axes[0][1].set_title("rollout response length")
     fig.tight_layout()
     out = folder / "reward_curve.png"
     fig.savefig(out, dpi=100)
