@@ -290,12 +290,19 @@ def ablate_cmd(
     ray_address: _Ray = None,
     gold_audit: GoldAuditOpt = None,
     data: DataOpt = None,
+    publish: Annotated[
+        Optional[Path],
+        typer.Option("--publish", help="Run nothing: copy the small files of every finished row (summaries, "
+                     "manifest, small predictions, compare tables) into this folder, e.g. "
+                     "docs/results/ablations/smollm2-135m. Give the options the rows ran with."),
+    ] = None,
     overrides: Annotated[
         Optional[list[str]], typer.Argument(help="Eval recipe overrides key=value added to every eval row.")
     ] = None,
 ) -> None:
     """Run an ablation plan: each row a named eval (or train-then-eval) in its own resumable folder,
-    then the compare table of every slice against the plan's base row."""
+    then the compare table of every slice against the plan's base row. With --publish, copy the
+    finished rows' small files into a results folder instead."""
     import shlex
 
     from memory_r1.eval import ablate
@@ -314,6 +321,22 @@ def ablate_cmd(
         if _State.debug:
             raise
         fail(_one_line(exc))
+    if publish is not None:
+        if names:
+            fail("--publish looks at every row of the plan (the compare needs the base row): drop --rows")
+        try:
+            record = ablate.publish(p, publish, slices=only, opts=opts, gold_audit=gold_audit)
+        except Exception as exc:  # noqa: BLE001
+            if _State.debug:
+                raise
+            fail(_one_line(exc), code=1)
+        for row, per_slice in record["rows"].items():
+            for s, what in per_slice.items():
+                typer.echo(f"{row} on {s}: " + (", ".join(what["published"]) if isinstance(what, dict) else what))
+        for s, what in record["compare"].items():
+            typer.echo(f"compare ({s}): {what}")
+        typer.echo(f"published into {publish} (record: {publish / 'published.json'})")
+        return
     if dry_run:
         for line in ablate.describe(p, steps, resolved):
             typer.echo(line)
