@@ -1,0 +1,192 @@
+"""The Memory-R1 paper's numbers and ablation directions, and verdicts of our measured differences
+against them (notebook 02).
+
+Only directions the paper states plainly are used (:data:`CLAIMS`): RL-trained agents beat the
+prompted / untrained ones; Memory-R1's memory beats the full-context and RAG baselines;
+distillation helps the Answer Agent; GRPO does at least as well as PPO. Each is a pair of ablation
+rows, ``better`` over ``worse``. A verdict is computed from the paired bootstrap interval of
+``better - worse`` (:mod:`memory_r1.eval.compare`), never written by hand: the interval excludes 0
+on the paper's side ("same direction"), on the other side ("opposite"), or contains 0 ("not
+measurable at this scale").
+
+Differences come from a published ablation folder (``memr1 ablate --publish``): the slice's
+``compare-<slice>/compare.json`` when one row is its base, else recomputed from the two rows'
+published ``predictions.jsonl`` with the same bootstrap settings.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+SAME, OPPOSITE, NOT_MEASURABLE = "same direction", "opposite", "not measurable at this scale"
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    backbone: str
+    method: str
+    f1: float
+    bleu1: float
+    judge: float
+
+
+#: Table 1 of the paper (LoCoMo test, every category but adversarial): F1, BLEU-1, LLM-as-a-Judge
+PAPER_TABLE1: tuple[PaperRow, ...] = (
+    PaperRow("LLaMA-3.1-8B", "Mem0", 30.41, 22.22, 45.68),
+    PaperRow("LLaMA-3.1-8B", "Memory-R1-PPO", 41.05, 32.91, 57.54),
+    PaperRow("LLaMA-3.1-8B", "Memory-R1-GRPO", 45.02, 37.51, 62.74),
+    PaperRow("Qwen-2.5-7B", "Memory-R1-GRPO", 43.14, 36.44, 61.51),
+)
+
+
+@dataclass(frozen=True)
+class Claim:
+    better: str  # the row the paper's direction puts higher
+    worse: str
+    statement: str  # what the paper says, in short
+
+
+RL = "RL-trained agents beat the prompted / untrained ones"
+MEMORY = "Memory-R1's memory beats the full-context and RAG baselines"
+DISTILL = "distillation helps the Answer Agent"
+GRPO = "GRPO does at least as well as PPO"
+
+#: the paper's directions as pairs of rows of the CPU ablation plan (recipes/smollm2-135m/ablations.yaml)
+CLAIMS: tuple[Claim, ...] = (
+    Claim("answer-grpo", "memr1-untrained", RL),
+    Claim("answer-ppo", "memr1-untrained", RL),
+    Claim("answer-grpo-clean-golds", "memr1-untrained", RL),
+    Claim("manager-grpo", "memr1-untrained", RL),
+    Claim("both-grpo", "memr1-untrained", RL),
+    Claim("memr1-untrained", "rag-turns", MEMORY),
+    Claim("memr1-untrained", "full-context", MEMORY),
+    Claim("both-grpo", "rag-turns", MEMORY),
+    Claim("both-grpo", "full-context", MEMORY),
+    Claim("distill", "memr1-untrained", DISTILL),
+    Claim("answer-grpo", "answer-ppo", GRPO),
+)
+
+METRIC_NAMES = {"f1": "F1", "bleu1": "BLEU-1", "em": "EM", "judge": "J"}
+
+
+def verdict(diff: dict | None) -> str | None:
+    """Where the interval of ``better - worse`` lies; None without a difference.
+
+    >>> verdict({"mean": 2.0, "lo": 0.4, "hi": 3.5}), verdict({"mean": -2.0, "lo": -3.5, "hi": -0.1})
+    ('same direction', 'opposite')
+    >>> verdict({"mean": 0.5, "lo": -1.0, "hi": 2.0}), verdict({"mean": 0.0, "lo": 0.0, "hi": 0.0}), verdict(None)
+    ('not measurable at this scale', 'not measurable at this scale', None)
+    """
+    if diff is None:
+        return None
+    if diff["lo"] > 0:
+        return SAME
+    if diff["hi"] < 0:
+        return OPPOSITE
+    return NOT_MEASURABLE
+
+
+def _negate(d: dict) -> dict:
+    return {**d, "mean": -d["mean"], "lo": -d["hi"], "hi": -d["lo"]}
+
+
+def _overall(view: dict) -> dict:
+    return next(g for g in view["groups"] if g["label"] == "Overall")
+
+
+def read_compare(folder: Path, slice_name: str) -> dict | None:
+    path = Path(folder) / f"compare-{slice_name}" / "compare.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+@dataclass
+class Difference:
+    """``better - worse`` (points) per metric on one slice, or why there is none."""
+
+    better: str
+    worse: str
+    slice: str
+    diffs: dict[str, dict | None]  # metric -> {mean, lo, hi, n}; empty when missing
+    questions: int = 0
+    source: str = ""  # compare.json | predictions
+    missing: tuple[str, ...] = ()  # rows with no published result on the slice
+    note: str = ""  # why there is no difference although both rows ran
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.diffs)
+
+
+def published_rows(folder: Path, slice_name: str) -> list[str]:
+    """Rows with a published result (``<row>/<slice>/summary.json``) in a publication folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p.parent.parent.name for p in folder.glob(f"*/{slice_name}/summary.json"))
+
+
+def difference(folder: Path, slice_name: str, better: str, worse: str,
+               metrics: tuple[str, ...] = ("f1", "bleu1", "judge")) -> Difference:
+    """``better - worse`` on a slice of a publication folder, with its paired bootstrap interval."""
+    folder = Path(folder)
+    have = set(published_rows(folder, slice_name))
+    missing = tuple(r for r in (better, worse) if r not in have)
+    if missing:
+        return Difference(better, worse, slice_name, {}, missing=missing)
+    cmp = read_compare(folder, slice_name)
+    if cmp is not None:
+        overall = _overall(cmp["views"]["standard"])
+        sign = None
+        if cmp["base"] == worse and better in cmp["runs"]:
+            sign, run = 1, better
+        elif cmp["base"] == better and worse in cmp["runs"]:
+            sign, run = -1, worse
+        if sign is not None:
+            diffs = {m: (None if overall["runs"][run]["diff"].get(m) is None else
+                         (overall["runs"][run]["diff"][m] if sign > 0 else _negate(overall["runs"][run]["diff"][m])))
+                     for m in metrics}
+            return Difference(better, worse, slice_name, diffs, overall["count"], "compare.json")
+    from memory_r1.eval.compare import BootstrapSettings, CompareError, bootstrap_settings, compare_runs, load_run
+
+    preds = [folder / r / slice_name / "predictions.jsonl" for r in (better, worse)]
+    if not all(p.is_file() for p in preds):
+        return Difference(better, worse, slice_name, {},
+                          note="predictions.jsonl of a row is not published (over the size limit)")
+    settings = BootstrapSettings(**cmp["bootstrap"]) if cmp else bootstrap_settings()
+    try:
+        res = compare_runs(load_run(preds[1].parent, worse), [load_run(preds[0].parent, better)], settings=settings)
+    except CompareError as exc:
+        return Difference(better, worse, slice_name, {}, note=str(exc))
+    overall = _overall(res["views"]["standard"])
+    diffs = {m: overall["runs"][better]["diff"].get(m) for m in metrics}
+    return Difference(better, worse, slice_name, diffs, overall["count"], "predictions")
+
+
+def _fmt(d: dict | None) -> str:
+    return "n/a" if d is None else f"{d['mean']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}]"
+
+
+def sentence(diff: Difference, statement: str | None, run_command: str | None = None,
+             metrics: tuple[str, ...] = ("f1", "bleu1"), confidence: float = 0.95) -> str:
+    """One sentence for one ablation pair: the measured difference with its interval and, for a paper
+    claim, the verdict per metric (computed by :func:`verdict`).
+
+    >>> d = Difference("a", "b", "val", {"f1": {"mean": 3.0, "lo": 1.0, "hi": 5.0, "n": 81},
+    ...                                  "bleu1": {"mean": 1.0, "lo": -1.0, "hi": 3.0, "n": 81}}, 81)
+    >>> print(sentence(d, "a beats b"))
+    a vs b on val (81 questions): F1 +3.00 [+1.00, +5.00], BLEU-1 +1.00 [-1.00, +3.00] points (95% CI); the paper: a beats b. F1: same direction; BLEU-1: not measurable at this scale.
+    >>> print(sentence(Difference("a", "b", "val", {}, missing=("a",)), "a beats b", "memr1 ablate --rows a"))
+    a vs b on val: not run (a); the paper: a beats b. Run it: memr1 ablate --rows a
+    """
+    where = f"{diff.better} vs {diff.worse} on {diff.slice}"
+    paper = f"; the paper: {statement}." if statement else "; the paper states no direction used here."
+    if not diff.ok:
+        why = f"not run ({', '.join(diff.missing)})" if diff.missing else f"no difference: {diff.note}"
+        return f"{where}: {why}{paper}" + (f" Run it: {run_command}" if run_command and diff.missing else "")
+    parts = ", ".join(f"{METRIC_NAMES[m]} {_fmt(diff.diffs.get(m))}" for m in metrics)
+    out = f"{where} ({diff.questions} questions): {parts} points ({round(100 * confidence)}% CI){paper}"
+    if statement:
+        out += " " + "; ".join(f"{METRIC_NAMES[m]}: {verdict(diff.diffs.get(m)) or 'n/a'}" for m in metrics) + "."
+    return out
