@@ -138,13 +138,19 @@ def _prompts():
     return [head_a + tail(3), head_b + tail(7), head_a + tail(1), head_b + tail(2), head_a + tail(9)]
 
 
-def _plain(model, prompts, new=10, **kw):
-    longest = max(map(len, prompts))
-    ids = torch.zeros(len(prompts), longest, dtype=torch.long)
+def _left_pad(rows):
+    longest = max(map(len, rows))
+    ids = torch.zeros(len(rows), longest, dtype=torch.long)
     mask = torch.zeros_like(ids)
-    for i, p in enumerate(prompts):
-        ids[i, longest - len(p):] = torch.tensor(p)
-        mask[i, longest - len(p):] = 1
+    for i, r in enumerate(rows):
+        ids[i, longest - len(r):] = torch.tensor(r)
+        mask[i, longest - len(r):] = 1
+    return ids, mask
+
+
+def _plain(model, prompts, new=10, **kw):
+    ids, mask = _left_pad(prompts)
+    longest = ids.shape[1]
     with torch.inference_mode():
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new,
                              pad_token_id=0, **kw)
@@ -191,13 +197,8 @@ def _rows(ids, mask):
 def _stock_step_logits(ref, prompts, generated):
     """Stock transformers (sdpa, no cache, plain linears) scoring ``prompts`` + ``generated`` in one
     forward pass: the logits that predicted each generated token."""
-    rows = [p + g for p, g in zip(prompts, generated)]
-    longest, n = max(map(len, rows)), len(generated[0])
-    ids = torch.zeros(len(rows), longest, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, longest - len(r):] = torch.tensor(r)
-        mask[i, longest - len(r):] = 1
+    ids, mask = _left_pad([p + g for p, g in zip(prompts, generated)])
+    longest, n = ids.shape[1], len(generated[0])
     with torch.inference_mode():
         return ref(input_ids=ids, attention_mask=mask).logits[:, longest - n - 1 : longest - 1].float()
 

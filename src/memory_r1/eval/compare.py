@@ -98,21 +98,6 @@ class EvalRun:
         return f"{self.judge}" + (f", {self.judge_prompt} prompt" if self.judge_prompt else "")
 
 
-def _read_rows(path: Path) -> list[dict]:
-    """Complete JSON lines of a predictions file (a half-written last line is skipped, the file is
-    left as it is: comparing never changes a run folder)."""
-    rows = []
-    with open(path, "rb") as f:
-        for line in f:
-            if not line.endswith(b"\n"):
-                break
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return rows
-
-
 def score_row(row: dict) -> tuple[dict, bool]:
     """A predictions row with ``f1``, ``bleu1``, ``em`` (recomputed when any is missing) and
     ``judge`` (True / False / None); the flag says whether scores were recomputed.
@@ -136,13 +121,15 @@ def score_row(row: dict) -> tuple[dict, bool]:
 
 def load_run(folder: str | Path, name: str | None = None) -> EvalRun:
     """An eval folder (``predictions.jsonl``, and ``manifest.json`` / ``summary.json`` when present)."""
+    from memory_r1.eval.runner import read_predictions
+
     folder = Path(folder)
     preds = folder / "predictions.jsonl"
     if not preds.is_file():
         raise CompareError(f"{folder} is not an eval folder (no predictions.jsonl)")
     rows: dict[str, dict] = {}
     recomputed = 0
-    for raw in _read_rows(preds):
+    for raw in read_predictions(preds, repair=False):
         if "qid" not in raw:
             raise CompareError(f"{preds}: a row without a question id (qid)")
         row, again = score_row(raw)

@@ -89,13 +89,13 @@ def ingest_marker(state: Path, conversation_id: str) -> Path:
     return path
 
 
-def read_predictions(path: Path) -> list[dict]:
-    """Complete JSON lines; a torn last line (killed mid-write) is cut off the file."""
-    if not path.exists():
-        return []
-    raw = path.read_bytes()
-    rows, good_end = [], 0
-    pos = 0
+def complete_json_lines(raw: bytes) -> tuple[list[dict], int]:
+    """The JSON lines of ``raw`` up to the first torn or broken one, and the byte length they cover.
+
+    >>> complete_json_lines(b'{"a": 1}\\n{"b": 2}\\n{"c"')
+    ([{'a': 1}, {'b': 2}], 18)
+    """
+    rows, good_end, pos = [], 0, 0
     for line in raw.splitlines(keepends=True):
         pos += len(line)
         if not line.endswith(b"\n"):
@@ -105,7 +105,17 @@ def read_predictions(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             break
         good_end = pos
-    if good_end != len(raw):
+    return rows, good_end
+
+
+def read_predictions(path: Path, repair: bool = True) -> list[dict]:
+    """Complete JSON lines; a torn last line (killed mid-write) is cut off the file (``repair``) or
+    only skipped (``repair=False``: reading never changes the folder)."""
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    rows, good_end = complete_json_lines(raw)
+    if good_end != len(raw) and repair:
         log.warning("dropping %d bytes of a half-written line at the end of %s", len(raw) - good_end, path)
         with open(path, "r+b") as f:
             f.truncate(good_end)

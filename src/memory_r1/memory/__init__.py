@@ -11,6 +11,7 @@ first store opened.
 """
 
 from memory_r1.memory.bank import (
+    INTENT_ID,
     META_ID,
     SNAPSHOT_FORMAT,
     SNAPSHOT_VERSION,
@@ -25,6 +26,7 @@ from memory_r1.memory.naming import collection_name, namespace_key
 from memory_r1.memory.store import EdgeStore, QdrantStore, StoredPoint, VectorStore, default_store_path, open_store
 
 __all__ = [
+    "INTENT_ID",
     "META_ID",
     "MINILM_DIM",
     "MINILM_NAME",

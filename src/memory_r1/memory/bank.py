@@ -14,19 +14,33 @@ UPDATE or DELETE, which writes the sidecar point starting with that ADD event. S
 write (the memory point), an UPDATE or DELETE two: it halves the cost of adds, which dominate
 (qdrant-client local mode commits each point to sqlite separately).
 
-Every op validates and embeds *before* writing; if a later write fails, the earlier writes of the op
-are undone, so a failed op leaves the bank as it was. Times are ISO-8601 UTC strings from a
-process-wide strictly increasing clock, so `list()` (created_at, then id) is insertion order.
+Whole operations. Every op validates and embeds *before* writing. An op that needs more than one
+write the store applies all-or-nothing (an UPDATE or DELETE: memory + history; ``add_many`` of
+several memories on qdrant-client local mode, which commits point by point; ``clear``, ``restore``,
+``BankFactory.drop``) first writes an *intent record* into the history collection (one point, so it
+is itself written whole): the list of writes that make the bank whole again if the op is cut short.
+The op then makes its writes and deletes the record. Cut short by an exception, the op applies the
+record's writes at once; cut short by a killed process, the next open of the namespace applies them.
+Either way each op ends whole or absent: ADD, UPDATE, DELETE and ``restore`` are rolled back (an op
+that did not return is not acknowledged, so no acknowledged write is undone), ``clear`` and ``drop``,
+which only remove, are completed. A record that cannot be applied leaves the bank refusing ops until
+it can. One process writes a namespace at a time (local mode and qdrant-edge lock their folder; with
+a server that is the caller's part). Stores that do not outlive the process (``":memory:"``) skip
+the record and keep only the in-process path.
+
+Times are ISO-8601 UTC strings from a process-wide strictly increasing clock, so `list()`
+(created_at, then id) is insertion order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -44,6 +58,9 @@ SNAPSHOT_FORMAT = "memory_r1.bank"
 SNAPSHOT_VERSION = 1
 #: Id of the meta point in a namespace's history collection (never a memory id: memory ids are UUID4).
 META_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "memory_r1/bank/meta"))
+#: Id of the intent record of the op in flight (history collection; see the module docstring).
+INTENT_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "memory_r1/bank/intent"))
+_RESERVED = frozenset({META_ID, INTENT_ID})
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -139,6 +156,7 @@ class MemoryBank:
         self._hist = collection_name(namespace, "hist")
         self._lock = threading.RLock()
         self._closed = False
+        self._unsettled = False  # an intent record is left to apply (see _intent)
         self._ensure_collections()
 
     # ------------------------------------------------------------------------------ properties
@@ -179,7 +197,7 @@ class MemoryBank:
         meta = self._store.retrieve(self._hist, [META_ID])
         if not meta:
             self._store.upsert(self._hist, [META_ID], np.ones((1, 1), np.float32), [self._meta_payload()])
-            return
+            return  # a new namespace: no intent record can be left in it
         m = meta[0].payload
         if m.get("namespace") != self._namespace:
             raise MemoryStoreError(
@@ -196,6 +214,7 @@ class MemoryBank:
                 "namespace %r was embedded with %s, now searched with %s",
                 self._namespace, m.get("embedder"), self._embedder.name,
             )
+        self._settle()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -211,7 +230,7 @@ class MemoryBank:
                 raise UnknownMemoryError(memory_id, self._namespace) from None
         else:
             raise UnknownMemoryError(repr(memory_id), self._namespace)
-        if mid == META_ID:
+        if mid in _RESERVED:
             raise UnknownMemoryError(memory_id if isinstance(memory_id, str) else mid, self._namespace)
         return mid
 
@@ -249,26 +268,137 @@ class MemoryBank:
         """The ADD event of a memory that has no sidecar history point yet."""
         return _event("ADD", None, payload["text"], payload.get("created_at", ""), payload.get("created_by", "user"))
 
-    def _append_history(self, mid: str, event: dict, current: dict) -> None:
-        """Append one event to a memory's history; `current` is the memory's payload before the op
-        (its implied ADD event opens the history if the memory has no sidecar point yet)."""
+    def _history_point(self, mid: str) -> list[dict] | None:
+        """A memory's stored event list, or None when it has no history point yet."""
         pts = self._store.retrieve(self._hist, [mid])
-        events = list(pts[0].payload.get("events", [])) if pts else [self._implied_add(current)]
-        events.append(event)
-        self._write_history({mid: events})
+        return list(pts[0].payload.get("events", [])) if pts else None
+
+    @staticmethod
+    def _history_payload(mid: str, events: list[dict]) -> dict:
+        return {"kind": "history", "memory_id": mid, "events": events}
 
     def _write_history(self, events: dict[str, list[dict]]) -> None:
         ids = list(events)
         if ids:
-            payloads = [{"kind": "history", "memory_id": mid, "events": events[mid]} for mid in ids]
+            payloads = [self._history_payload(mid, events[mid]) for mid in ids]
             self._store.upsert(self._hist, ids, np.ones((len(ids), 1), np.float32), payloads)
 
-    def _undo(self, *steps: Callable[[], object]) -> None:
+    # -- whole operations: intent records (module docstring) -------------------------------------
+    # An intent's steps are plain JSON: {"put": "mem"|"hist", "points": [{id, vector, payload}]},
+    # {"delete": "mem"|"hist", "ids": [...]}, {"wipe": true} (every memory and history point gone,
+    # the collections kept). Applying them twice is the same as once.
+
+    @staticmethod
+    def _put_step(kind: str, points: list[tuple[str, np.ndarray | None, dict]]) -> dict:
+        return {"put": kind, "points": [{"id": mid, "vector": v, "payload": pl} for mid, v, pl in points]}
+
+    @staticmethod
+    def _jsonable(steps: list[dict]) -> list[dict]:
+        """Steps as a record payload holds them (vectors as lists of floats: float32 round-trips)."""
+        out = []
         for step in steps:
+            if "put" in step:
+                step = {**step, "points": [
+                    {**pt, "vector": None if pt["vector"] is None else np.asarray(pt["vector"], np.float32).ravel().tolist()}
+                    for pt in step["points"]]}
+            out.append(step)
+        return out
+
+    def _history_steps(self, mid: str, events: list[dict] | None) -> dict:
+        """The step that puts a memory's history back as it is now (`events`; None: no point)."""
+        if events is None:
+            return {"delete": "hist", "ids": [mid]}
+        return self._put_step("hist", [(mid, np.ones(1, np.float32), self._history_payload(mid, events))])
+
+    def _apply(self, steps: list[dict]) -> None:
+        coll = {"mem": self._mem, "hist": self._hist}
+        for step in steps:
+            if step.get("wipe"):
+                self._wipe()
+            elif step.get("drop"):
+                self._store.drop_collection(self._mem)
+                self._store.drop_collection(self._hist)  # the intent record goes with it
+            elif "delete" in step:
+                self._store.delete(coll[step["delete"]], list(step["ids"]))
+            elif "put" in step:
+                points = step["points"]
+                if not points:
+                    continue
+                name = coll[step["put"]]
+                mat = np.zeros((len(points), self._dim if name == self._mem else 1), np.float32)
+                missing = [i for i, pt in enumerate(points) if pt["vector"] is None]
+                if missing:  # a store that did not give a vector back: embed the text again
+                    mat[missing] = self._embed([points[i]["payload"]["text"] for i in missing])
+                for i, pt in enumerate(points):
+                    if pt["vector"] is not None:
+                        mat[i] = np.asarray(pt["vector"], np.float32).ravel()
+                self._store.upsert(name, [pt["id"] for pt in points], mat, [pt["payload"] for pt in points])
+            else:  # pragma: no cover - written by this module only
+                raise MemoryStoreError(f"bank {self._namespace!r}: unknown intent step {sorted(step)}")
+
+    def _wipe(self) -> None:
+        """Every memory and history point gone; the meta and intent records stay."""
+        self._store.drop_collection(self._mem)
+        self._store.create_collection(self._mem, self._dim, distance="cosine")
+        stale = [p.id for p in self._store.scroll(self._hist) if p.id not in _RESERVED]
+        self._store.delete(self._hist, stale)
+
+    def _settle(self) -> None:
+        """Apply and remove the intent record left by an op that was cut short (a killed process, or a
+        failure that could not be undone at once); nothing when there is none."""
+        pts = self._store.retrieve(self._hist, [INTENT_ID])
+        if not pts:
+            self._unsettled = False
+            return
+        intent = pts[0].payload
+        steps = list(intent.get("steps", []))
+        try:
+            self._apply(steps)
+            if any(st.get("drop") for st in steps):
+                self._ensure_collections()  # the namespace was dropped: it starts afresh
+            else:
+                self._store.delete(self._hist, [INTENT_ID])
+        except Exception as exc:
+            self._unsettled = True
+            raise MemoryStoreError(
+                f"bank {self._namespace!r} at {self._store.location}: the {intent.get('op')} cut short could "
+                f"not be {'rolled back' if intent.get('rollback', True) else 'completed'}: {exc}"
+            ) from exc
+        self._unsettled = False
+        log.warning("bank %r: a %s cut short was %s", self._namespace, intent.get("op"),
+                    "rolled back" if intent.get("rollback", True) else "completed")
+
+    @contextlib.contextmanager
+    def _intent(self, op: str, steps: list[dict], *, rollback: bool = True, record: bool = True) -> Iterator[None]:
+        """Run an op's writes whole: `steps` make the bank whole again if they are cut short (undo
+        them when `rollback`, else finish them). The record is written only when `record` (the op makes
+        more than one all-or-nothing write) and the store outlives the process."""
+        if self._unsettled:
+            self._settle()
+        written = record and getattr(self._store, "durable", True)
+        if written:
+            payload = {"kind": "intent", "op": op, "rollback": rollback, "steps": self._jsonable(steps),
+                       "time": _CLOCK.now()}
+            self._store.upsert(self._hist, [INTENT_ID], np.ones((1, 1), np.float32), [payload])
+        dropped = any(st.get("drop") for st in steps)  # the record goes with the collection
+        try:
+            yield
+            if written and not dropped:
+                self._store.delete(self._hist, [INTENT_ID])
+        except BaseException:
             try:
-                step()
+                self._apply(steps)
+                if written and not dropped:
+                    self._store.delete(self._hist, [INTENT_ID])
             except Exception:
-                log.exception("undo of a failed op on bank %r failed; the bank may be inconsistent", self._namespace)
+                self._unsettled = written  # the record stays; applied before the next op or on open
+                log.exception("bank %r: %s failed and could not be %s at once", self._namespace, op,
+                              "undone" if rollback else "completed")
+            raise
+
+    def _single_write(self, n_points: int) -> bool:
+        """Whether one store call of `n_points` points is written all-or-nothing."""
+        return n_points <= int(getattr(self._store, "atomic_points", 1))
 
     # ------------------------------------------------------------------------------ verbs
     def add(
@@ -320,11 +450,9 @@ class MemoryBank:
                 }
                 for t, tm, ts, md in zip(items, times, stamps, mds, strict=True)
             ]
-            try:
+            undo = [{"delete": "mem", "ids": ids}]
+            with self._intent("add", undo, record=not self._single_write(n)):
                 self._store.upsert(self._mem, ids, vecs, payloads)  # the ADD events are implied
-            except BaseException:
-                self._undo(lambda: self._store.delete(self._mem, ids))  # a server may have taken some chunks
-                raise
         return [self._item(StoredPoint(mid, pl)) for mid, pl in zip(ids, payloads, strict=True)]
 
     def update(
@@ -358,13 +486,12 @@ class MemoryBank:
                 payload["timestamp"] = timestamp
             if md is not None:
                 payload["metadata"] = md
-            try:
+            events = self._history_point(mid)
+            undo = [self._put_step("mem", [(mid, old.vector, old.payload)]), self._history_steps(mid, events)]
+            new_events = (events if events is not None else [self._implied_add(old.payload)]) + [_event("UPDATE", old_text, text, now, actor)]
+            with self._intent("update", undo):
                 self._store.upsert(self._mem, [mid], vec, [payload])
-                self._append_history(mid, _event("UPDATE", old_text, text, now, actor), old.payload)
-            except BaseException:
-                if old.vector is not None:
-                    self._undo(lambda: self._store.upsert(self._mem, [mid], old.vector[None, :], [old.payload]))
-                raise
+                self._write_history({mid: new_events})
         return self._item(StoredPoint(mid, payload))
 
     def delete(self, memory_id: str, *, actor: str = "user") -> MemoryItem:
@@ -375,13 +502,13 @@ class MemoryBank:
             self._check_open()
             old = self._fetch(mid, with_vectors=True)
             now = _CLOCK.now()
-            try:
+            events = self._history_point(mid)
+            undo = [self._put_step("mem", [(mid, old.vector, old.payload)]), self._history_steps(mid, events)]
+            new_events = (events if events is not None else [self._implied_add(old.payload)]) + [
+                _event("DELETE", old.payload["text"], None, now, actor)]
+            with self._intent("delete", undo):
                 self._store.delete(self._mem, [mid])
-                self._append_history(mid, _event("DELETE", old.payload["text"], None, now, actor), old.payload)
-            except BaseException:
-                if old.vector is not None:
-                    self._undo(lambda: self._store.upsert(self._mem, [mid], old.vector[None, :], [old.payload]))
-                raise
+                self._write_history({mid: new_events})
         return self._item(old)
 
     def get(self, memory_id: str) -> MemoryItem:
@@ -559,48 +686,51 @@ class MemoryBank:
                 mat[i] = v / norm if norm > 0 and not math.isclose(norm, 1.0, rel_tol=1e-5) else v
         return ids, mat, payloads, events
 
-    def _write_all(self, ids: list[str], mat: np.ndarray, payloads: list[dict], events: dict[str, list[dict]]) -> None:
-        self._store.drop_collection(self._mem)
-        self._store.drop_collection(self._hist)
-        self._ensure_collections()
-        if ids:
-            self._store.upsert(self._mem, ids, mat, payloads)
-        self._write_history(events)
+    def _content_steps(self, ids: list[str], mat: np.ndarray | None, payloads: list[dict],
+                       events: dict[str, list[dict]]) -> list[dict]:
+        """Steps that make the bank hold exactly this content (wipe, then put)."""
+        vecs = [None] * len(ids) if mat is None else list(mat)
+        return [{"wipe": True}, self._put_step("mem", list(zip(ids, vecs, payloads, strict=True))),
+                self._put_step("hist", [(mid, np.ones(1, np.float32), self._history_payload(mid, evs))
+                                        for mid, evs in events.items()])]
 
     def restore(self, snapshot: Mapping) -> None:
         """Replace the bank's content with a snapshot's, exactly: same ids, texts, times, metadata
         and history (memories re-embedded where the snapshot has no usable vectors). A snapshot
         taken in another namespace may be restored; its memories then belong to this one. The
-        snapshot is fully validated (and embedded) first; if writing fails the old content is put
-        back."""
+        snapshot is fully validated (and embedded) first; a restore cut short (an error, a killed
+        process) puts the previous content back."""
         ids, mat, payloads, events = self._prepare_restore(snapshot)
         with self._lock:
             self._check_open()
             old_pts = list(self._store.scroll(self._mem, with_vectors=True))
-            old_hist = [p for p in self._store.scroll(self._hist) if p.payload.get("kind") == "history"]
-            try:
-                self._write_all(ids, mat, payloads, events)
-            except BaseException:
-                log.error("restore of bank %r failed; putting the previous content back", self._namespace)
-                old_mat = (
-                    np.stack([p.vector for p in old_pts]) if old_pts else np.zeros((0, self._dim), np.float32)
-                )
-                self._undo(
-                    lambda: self._write_all(
-                        [p.id for p in old_pts],
-                        old_mat,
-                        [p.payload for p in old_pts],
-                        {p.id: list(p.payload.get("events", [])) for p in old_hist},
-                    )
-                )
-                raise
+            old_hist = {p.id: list(p.payload.get("events", []))
+                        for p in self._store.scroll(self._hist) if p.payload.get("kind") == "history"}
+            old_mat = np.stack([p.vector for p in old_pts]) if old_pts and all(
+                p.vector is not None for p in old_pts) else None
+            undo = self._content_steps([p.id for p in old_pts], old_mat, [p.payload for p in old_pts], old_hist)
+            with self._intent("restore", undo):
+                self._apply(self._content_steps(ids, mat, payloads, events))
         log.info("restored bank %r: %d memories, %d with history", self._namespace, len(ids), len(events))
 
     def clear(self) -> None:
-        """Remove every memory *and* the history: the namespace starts afresh."""
+        """Remove every memory *and* the history: the namespace starts afresh. A clear cut short is
+        completed (on the next op or open)."""
         with self._lock:
             self._check_open()
-            self._write_all([], np.zeros((0, self._dim), np.float32), [], {})
+            steps = [{"wipe": True}]
+            with self._intent("clear", steps, rollback=False):
+                self._apply(steps)
+
+    def drop(self) -> None:
+        """Delete the namespace's memories, history and collections, and close the bank. A drop cut
+        short is completed when the namespace is next opened (which then starts afresh)."""
+        with self._lock:
+            self._check_open()
+            steps = [{"drop": True}]
+            with self._intent("drop", steps, rollback=False):
+                self._apply(steps)
+        self.close()
 
     # ------------------------------------------------------------------------------ lifecycle
     def close(self) -> None:
@@ -679,19 +809,24 @@ class BankFactory:
         out = []
         for name in self.store.list_collections():
             if is_collection_of_kind(name, "hist"):
-                meta = self.store.retrieve(name, [META_ID])
-                if meta and meta[0].payload.get("namespace"):
-                    out.append(meta[0].payload["namespace"])
+                recs = {p.id: p.payload for p in self.store.retrieve(name, [META_ID, INTENT_ID])}
+                if recs.get(INTENT_ID, {}).get("op") == "drop":
+                    continue  # dropped, but the process died before the end
+                if recs.get(META_ID, {}).get("namespace"):
+                    out.append(recs[META_ID]["namespace"])
         return sorted(out)
 
     def drop(self, namespace: str) -> None:
-        """Delete a namespace's memories and history from the store."""
+        """Delete a namespace's memories and history from the store (whole, see `MemoryBank.drop`)."""
+        validate_namespace(namespace)
         with self._lock:
             b = self._banks.pop(namespace, None)
-            if b is not None:
-                b.close()
-            self.store.drop_collection(collection_name(namespace, "mem"))
-            self.store.drop_collection(collection_name(namespace, "hist"))
+            if b is None:
+                if not self.store.has_collection(collection_name(namespace, "hist")):
+                    self.store.drop_collection(collection_name(namespace, "mem"))
+                    return
+                b = MemoryBank(self.store, self.embedder, namespace)
+            b.drop()
 
     def close(self) -> None:
         with self._lock:

@@ -10,6 +10,12 @@
 Collections are plain names (see `naming.collection_name`); ids are UUID strings; payloads are
 JSON-able dicts; vectors float32. Every backend failure the caller can act on is raised as
 `MemoryStoreError` naming the URL or path. The qdrant libraries are imported lazily.
+
+What survives a killed process, per store (the bank builds whole operations on it, see
+`MemoryBank`): `durable` says whether anything does (False for ``":memory:"``), `atomic_points`
+how many points one `upsert` or `delete` call writes all-or-nothing. qdrant-client local mode
+commits each point to sqlite on its own (1); a server applies each request whole (one chunk);
+qdrant-edge writes each chunk as one WAL record.
 """
 
 from __future__ import annotations
@@ -54,6 +60,10 @@ class VectorStore(Protocol):
     idempotent); missing ids are skipped by retrieve and ignored by delete."""
 
     location: str
+    #: whether writes outlive the process (False for ":memory:")
+    durable: bool
+    #: how many points one upsert or delete call writes all-or-nothing if the process is killed
+    atomic_points: int
 
     def create_collection(self, name: str, dim: int, *, distance: Distance = "cosine") -> bool:
         """Create if absent; True when created now."""
@@ -130,6 +140,8 @@ class _Shared:
 
 _QDRANT_CLIENTS: dict[str, _Shared] = {}
 _QDRANT_LOCK = threading.Lock()
+_SERVER_CHUNK = 256
+_LOCAL_CHUNK = 4096
 
 
 def _remote_errors() -> tuple[type[BaseException], ...]:
@@ -197,6 +209,7 @@ class QdrantStore:
                 raise ValueError("give either path or url, not both")
             self.location = url
             self.mode = "server"
+            self.durable, self.atomic_points = True, _SERVER_CHUNK  # one request is one WAL operation
             self._errors = _remote_errors()
             try:
                 # the client's own version check runs in a thread and only warns; probe here instead
@@ -216,6 +229,7 @@ class QdrantStore:
         elif str(path) == MEMORY_LOCATION:
             self.location = MEMORY_LOCATION
             self.mode = "memory"
+            self.durable, self.atomic_points = False, _LOCAL_CHUNK
             self._errors = ()
             self._client = QdrantClient(location=MEMORY_LOCATION)
             self._lock = threading.RLock()
@@ -225,6 +239,7 @@ class QdrantStore:
             self.path = root
             self.location = str(root)
             self.mode = "local"
+            self.durable, self.atomic_points = True, 1  # sqlite commits each point on its own
             self._errors = ()
             with _QDRANT_LOCK:
                 shared = _QDRANT_CLIENTS.get(str(root))
@@ -323,7 +338,7 @@ class QdrantStore:
         from qdrant_client import models
 
         mat = _check_upsert(ids, vectors, payloads)
-        chunk = 256 if self.mode == "server" else 4096  # keep server requests well under 32 MB
+        chunk = _SERVER_CHUNK if self.mode == "server" else _LOCAL_CHUNK  # server requests well under 32 MB
         with self._op("upsert") as c:
             for s in range(0, len(ids), chunk):
                 c.upsert(
@@ -408,6 +423,7 @@ _EDGE_ROOTS: dict[str, _Shared] = {}
 _EDGE_TEMP_DIRS: set[str] = set()  # ":memory:" roots, removed on close or at exit
 _EDGE_LOCK = threading.Lock()
 _EDGE_CONFIG_FILE = "edge_config.json"
+_EDGE_CHUNK = 2048
 
 
 class EdgeStore:
@@ -437,6 +453,7 @@ class EdgeStore:
             root.mkdir(parents=True, exist_ok=True)
         self.path = root
         self.location = MEMORY_LOCATION if self._temp else str(root)
+        self.durable, self.atomic_points = not self._temp, _EDGE_CHUNK  # one WAL record per chunk
         with _EDGE_LOCK:
             shared = _EDGE_ROOTS.get(str(root))
             if shared is None:
@@ -592,7 +609,7 @@ class EdgeStore:
 
         mat = _check_upsert(ids, vectors, payloads)
         shard = self._shard(name)
-        chunk = 2048
+        chunk = _EDGE_CHUNK
         with self._lock:
             for s in range(0, len(ids), chunk):
                 pts = [
