@@ -1,6 +1,7 @@
 """Throughput of `memr1 eval` on the CPU default: turns ingested per second, questions answered per
 minute, generated tokens per second, the share of wall time per stage, and generation speed beside
-this machine's compute floor (model FLOPs per token over a bf16 matmul rate measured in the same run).
+this machine's compute floor (model FLOPs per token over the matmul rate, in the dtype the run used,
+measured in the same process).
 
     python benchmarks/eval_throughput.py [--split val] [--limit-questions N] [--out benchmarks/results/eval_throughput.json]
 
@@ -26,11 +27,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def bf16_matmul_gflops(n: int = 2048, reps: int = 5) -> float:
+def matmul_gflops(dtype: str = "bfloat16", n: int = 2048, reps: int = 5) -> float:
     import torch
 
-    a = torch.randn(n, n, dtype=torch.bfloat16)
-    b = torch.randn(n, n, dtype=torch.bfloat16)
+    a = torch.randn(n, n, dtype=getattr(torch, dtype))
+    b = torch.randn(n, n, dtype=getattr(torch, dtype))
     a @ b  # warm-up
     t0 = time.perf_counter()
     for _ in range(reps):
@@ -85,10 +86,14 @@ def main() -> None:
     llm_s = timings["ingest_s"] + timings["answer_s"]
     n_q = len(preds)
 
-    gflops = bf16_matmul_gflops()
+    from memory_r1 import hardware
+
+    cpu = manifest.get("host", {}).get("cpu") or {}
+    dtype = cpu.get("dtype") or hardware.resolve_cpu_dtype(manifest["config"]["llm"].get("dtype", "auto"))[0]
+    gflops = matmul_gflops(dtype)
     from memory_r1.llm import load_llm  # parameter count of the backbone actually used
 
-    llm = load_llm("hf", args.backbone, dtype="bfloat16")
+    llm = load_llm("hf", args.backbone, dtype=dtype)
     n_params = sum(p.numel() for p in llm.model.parameters())
     llm.close()
     flops_per_token = 2 * n_params
@@ -105,7 +110,10 @@ def main() -> None:
     result = {
         "benchmark": "eval_throughput",
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
+        "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
+                 "cpu_kind": hardware.kind_name(hardware.profile()), "cpu_of_run": cpu},
+        "dtype": dtype,
+        "quantize": manifest["config"]["llm"].get("quantize"),
         "versions": manifest["versions"],
         "split": args.split,
         "source": str(args.from_run) if args.from_run else "fresh run in a temporary folder",
@@ -122,7 +130,8 @@ def main() -> None:
         "tokens_per_s_processed": round((prompt_tokens + gen_tokens) / llm_s, 1) if llm_s else None,
         "generated_tokens_per_s": round(gen_tokens / llm_s, 2) if llm_s else None,
         "compute_floor": {
-            "bf16_matmul_gflops": round(gflops, 1),
+            "matmul_dtype": dtype,
+            "matmul_gflops": round(gflops, 1),
             "params": n_params,
             "flops_per_token": flops_per_token,
             "floor_tokens_per_s": round(floor_tok_s, 1),
