@@ -1,18 +1,22 @@
 """Bank operations are whole or absent: cut short by SIGKILL at every durable write of a sequence
-(and at random moments), or by an exception, reopening shows each op complete or not there."""
+(and at random moments), or by an exception, reopening shows each op complete or not there; two
+processes never share an on-disk edge folder."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from memory_r1.memory import INTENT_ID, BankFactory, MemoryStoreError, UnknownMemoryError, open_bank
+from memory_r1.memory.store import EdgeStore
 
 from .conftest import HAVE_EDGE
 from .test_memory_bank import State
@@ -173,3 +177,48 @@ def test_drop_is_whole_and_namespace_starts_afresh(tmp_path, backend, embedder):
         f.drop("never/opened")  # nothing there: nothing to do
     finally:
         f.close()
+
+
+# ----------------------------------------------------------------------------- edge: one process
+
+
+CREATE = textwrap.dedent("""
+    import sys, time
+    from memory_r1.memory import MemoryStoreError
+    from memory_r1.memory.store import EdgeStore
+    go = float(sys.argv[2])
+    while time.time() < go:
+        pass
+    try:
+        s = EdgeStore(sys.argv[1])
+        s.create_collection("mr1_mem_x", 4)
+        s.upsert("mr1_mem_x", ["00000000-0000-4000-8000-000000000001"], [[1, 0, 0, 0]], [{"t": sys.argv[3]}])
+        time.sleep(0.5)
+        s.close()
+        print("won")
+    except MemoryStoreError as exc:
+        print("refused:", exc)
+""")
+
+
+@pytest.mark.skipif(not HAVE_EDGE, reason="qdrant-edge-py not installed")
+def test_edge_folder_is_one_process_at_a_time(tmp_path):
+    import time
+
+    for trial in range(2):
+        folder = tmp_path / f"fresh-{trial}"
+        go = time.time() + 2.5  # both start together (imports done)
+        procs = [subprocess.Popen([sys.executable, "-c", CREATE, str(folder), str(go), str(i)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+        outs = [p.communicate(timeout=120) for p in procs]
+        lines = sorted(o.strip() for o, _ in outs)
+        assert all(p.returncode == 0 for p in procs), [e[-500:] for _, e in outs]
+        assert lines[1] == "won" and lines[0].startswith("refused: qdrant-edge storage at") and "\n" not in lines[0], lines
+        with EdgeStore(folder) as s:
+            assert s.count("mr1_mem_x") == 1
+    # and while this process holds a folder, another one cannot open it
+    with EdgeStore(tmp_path / "held"):
+        res = subprocess.run([sys.executable, "-c", CREATE, str(tmp_path / "held"), "0", "x"],
+                             capture_output=True, text=True, timeout=120)
+        assert res.stdout.startswith("refused: qdrant-edge storage at") and "in use by another process" in res.stdout
+    assert os.path.exists(tmp_path / "held" / ".memr1-edge.lock")

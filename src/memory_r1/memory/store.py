@@ -16,6 +16,11 @@ What survives a killed process, per store (the bank builds whole operations on i
 how many points one `upsert` or `delete` call writes all-or-nothing. qdrant-client local mode
 commits each point to sqlite on its own (1); a server applies each request whole (one chunk);
 qdrant-edge writes each chunk as one WAL record.
+
+Both on-disk stores are single-process: local mode locks its folder (qdrant-client), and
+`EdgeStore` takes an exclusive lock on ``<folder>/.memr1-edge.lock`` for as long as it is open, so a
+second process opening the same folder gets one `MemoryStoreError` instead of racing the first one
+(creating the same collection twice, each taking the other's half-made shard for leftovers).
 """
 
 from __future__ import annotations
@@ -134,6 +139,7 @@ class _Shared:
         self.handle = handle
         self.refs = 0
         self.lock = threading.RLock()
+        self.folder_lock: Any = None  # the open lock file of an on-disk EdgeStore
 
 
 # =================================================================================== QdrantStore
@@ -423,7 +429,28 @@ _EDGE_ROOTS: dict[str, _Shared] = {}
 _EDGE_TEMP_DIRS: set[str] = set()  # ":memory:" roots, removed on close or at exit
 _EDGE_LOCK = threading.Lock()
 _EDGE_CONFIG_FILE = "edge_config.json"
+_EDGE_LOCK_FILE = ".memr1-edge.lock"
 _EDGE_CHUNK = 2048
+
+
+def _lock_folder(root: Path) -> Any:
+    """An open file holding an exclusive, non-blocking lock on ``root/.memr1-edge.lock`` (released
+    when it is closed, or by the kernel when the process dies); MemoryStoreError if another process
+    holds it."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
+        log.warning("no folder lock on this platform: do not open %s from two processes", root)
+        return None
+    f = open(root / _EDGE_LOCK_FILE, "a+")  # noqa: SIM115 - held open for the store's life
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise MemoryStoreError(
+            f"qdrant-edge storage at {root} is in use by another process (one process per folder)"
+        ) from None
+    return f
 
 
 class EdgeStore:
@@ -457,7 +484,9 @@ class EdgeStore:
         with _EDGE_LOCK:
             shared = _EDGE_ROOTS.get(str(root))
             if shared is None:
+                lock = _lock_folder(root)
                 shared = _EDGE_ROOTS[str(root)] = _Shared(str(root), {})
+                shared.folder_lock = lock
             shared.refs += 1
         self._shared = shared
         self._lock = shared.lock
@@ -532,6 +561,9 @@ class EdgeStore:
                 except Exception:  # keep closing the others
                     log.exception("closing qdrant-edge shard %s failed", name)
             shared.handle.clear()
+            if shared.folder_lock is not None:
+                shared.folder_lock.close()  # releases the folder for other processes
+                shared.folder_lock = None
         if self._temp:
             shutil.rmtree(self.path, ignore_errors=True)
             _EDGE_TEMP_DIRS.discard(str(self.path))
@@ -703,6 +735,8 @@ def _close_all_at_exit() -> None:
                 shard.close()
             except Exception:  # pragma: no cover
                 pass
+        if shared.folder_lock is not None:
+            shared.folder_lock.close()
     for d in list(_EDGE_TEMP_DIRS):
         shutil.rmtree(d, ignore_errors=True)
 
