@@ -59,6 +59,10 @@ EDITS = [
     ("third_speaker", _speaker_of_turn("Mallory"), "conv-26.conversation.session_1[0].speaker",
      "'Mallory' is neither speaker_a ('Caroline') nor speaker_b ('Melanie')"),
     ("blank_turn_speaker", _speaker_of_turn(""), "conv-26.conversation.session_1[0].speaker", "is neither"),
+    ("blank_dia_id", _set((0, "conversation", "session_2", 1, "dia_id"), " "),
+     "conv-26.conversation.session_2[1].dia_id", "blank dialogue id"),
+    ("newline_dia_id", _set((0, "conversation", "session_2", 1, "dia_id"), "D2:\n2"),
+     "conv-26.conversation.session_2[1].dia_id", "holds '\\n'"),
 ]
 #: raw texts: (case, text, place, part of the message)
 TEXTS = [

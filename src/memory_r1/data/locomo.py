@@ -18,9 +18,9 @@ same way (one `LocomoDataError` naming the place):
   ``@`` (they separate the id from the speaker in bank namespaces and question ids, so ``a/b`` +
   ``c`` and ``a`` + ``b/c`` would share a bank). Run files named after an id go through
   `memory_r1.runs.data_path` whatever the id; this check keeps ids meaningful;
-- a speaker name that is not a usable label (same rule, ``/`` and ``@`` allowed), the two speakers
-  of a conversation with the same name (case aside: their banks would be one), and a turn whose
-  speaker is neither ``speaker_a`` nor ``speaker_b``;
+- a speaker name or dialogue id that is not a usable label (same rule, ``/`` and ``@`` allowed),
+  the two speakers of a conversation with the same name (case aside: their banks would be one), and
+  a turn whose speaker is neither ``speaker_a`` nor ``speaker_b``;
 - answers given as ``NaN`` / ``Infinity`` literals or numbers too large for a float;
 - JSON nested deeper than Python can decode, an integer literal over Python's digit limit, a file
   that cannot be read: each is one line naming the place, never a traceback.
@@ -173,7 +173,7 @@ def _parse_turn(ck: _Checker, raw: Any, place: str, session: int, date: str, spe
     if isinstance(url, list):  # the file stores image URLs as one-element lists
         url = url[0] if url else None
     return Turn(
-        dia_id=ck.get(raw, "dia_id", place, str, "a string"),
+        dia_id=ck.label(ck.get(raw, "dia_id", place, str, "a string"), f"{place}.dia_id", "dialogue id"),
         speaker=speaker,
         text=ck.get(raw, "text", place, str, "a string"),
         image_caption=caption,
