@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 
 import pytest
 
@@ -46,8 +48,13 @@ def test_cache_is_last_resort(tmp_path, monkeypatch):
 
 def test_download_checks_sha256(tmp_path, locomo_path):
     dest = tmp_path / "cache" / "locomo10.json"
-    got = download_locomo(dest, url=locomo_path.as_uri())
+    old = os.umask(0o022)
+    try:
+        got = download_locomo(dest, url=locomo_path.as_uri())
+    finally:
+        os.umask(old)
     assert got == dest and paths.sha256_file(dest) == paths.LOCOMO_SHA256
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o644  # the umask's mode, not mkstemp's 0600
 
 
 def test_download_refuses_other_bytes(tmp_path):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -145,8 +144,7 @@ def download_locomo(
     got = hashlib.sha256(payload).hexdigest()
     if got != sha256:
         raise DownloadError(f"refused download from {url}: sha256 {got} != pinned {sha256}")
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".locomo-", suffix=".part")
-    with os.fdopen(fd, "wb") as f:
-        f.write(payload)
-    os.replace(tmp, dest)
+    from memory_r1.runs import atomic_write
+
+    atomic_write(dest, payload)  # whole, with the umask's mode (mkstemp would leave it 0600)
     return dest
