@@ -201,7 +201,14 @@ def resolve_config(req: EvalRequest) -> dict:
 
 
 def default_out_dir(cfg: dict) -> Path:
-    return Path("runs") / "eval" / f"{cfg['backbone']}-{cfg['method']}-{cfg['split']}"
+    """``runs/eval/<backbone>-<method>-<split>``, always under ``runs/eval`` (a backbone given as a
+    path or ``org/name`` contributes its last part, as in the train runner).
+
+    >>> default_out_dir({"backbone": "/models/../x/Qwen2.5-7B", "method": "memory-r1", "split": "val"}).as_posix()
+    'runs/eval/Qwen2.5-7B-memory-r1-val'
+    """
+    name = Path(str(cfg["backbone"])).name
+    return Path("runs") / "eval" / f"{name if name not in ('', '.', '..') else 'model'}-{cfg['method']}-{cfg['split']}"
 
 
 def _fingerprint_value(config: dict, key: str):
