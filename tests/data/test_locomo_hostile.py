@@ -61,6 +61,8 @@ EDITS = [
     ("blank_turn_speaker", _speaker_of_turn(""), "conv-26.conversation.session_1[0].speaker", "is neither"),
     ("blank_dia_id", _set((0, "conversation", "session_2", 1, "dia_id"), " "),
      "conv-26.conversation.session_2[1].dia_id", "blank dialogue id"),
+    ("blank_question", _set((0, "qa", 2, "question"), "  "), "conv-26.qa[2].question", "blank question"),
+    ("blank_gold", _set((0, "qa", 2, "answer"), ""), "conv-26.qa[2].answer", "blank gold answer"),
     ("newline_dia_id", _set((0, "conversation", "session_2", 1, "dia_id"), "D2:\n2"),
      "conv-26.conversation.session_2[1].dia_id", "holds '\\n'"),
 ]

@@ -21,7 +21,8 @@ same way (one `LocomoDataError` naming the place):
 - a speaker name or dialogue id that is not a usable label (same rule, ``/`` and ``@`` allowed),
   the two speakers of a conversation with the same name (case aside: their banks would be one), and
   a turn whose speaker is neither ``speaker_a`` nor ``speaker_b``;
-- answers given as ``NaN`` / ``Infinity`` literals or numbers too large for a float;
+- a blank question, a blank gold answer outside category 5 (adversarial questions have none), and
+  answers given as ``NaN`` / ``Infinity`` literals or numbers too large for a float;
 - JSON nested deeper than Python can decode, an integer literal over Python's digit limit, a file
   that cannot be read: each is one line naming the place, never a traceback.
 """
@@ -227,11 +228,15 @@ def _parse_conversation(ck: _Checker, raw: Any, pos: int) -> Conversation:
 def _parse_qa(ck: _Checker, raw: Any, place: str, cid: str, index: int, dia_ids: dict) -> QA:
     ck.typed(raw, place, dict, "an object")
     question = ck.get(raw, "question", place, str, "a string")
+    if not question.strip():
+        raise ck.fail(f"{place}.question", "blank question")
     category = ck.get(raw, "category", place, int, "an integer 1-5")
     if not 1 <= category <= 5:
         raise ck.fail(f"{place}.category", f"expected an integer 1-5, got {category}")
     if "answer" in raw:
         answer = ck.typed(raw["answer"], f"{place}.answer", (str, int, float), "a string")
+        if category != 5 and not str(answer).strip():  # every answer would score against nothing
+            raise ck.fail(f"{place}.answer", f"blank gold answer (category {category})")
     elif category == 5:
         answer = ""
     else:
