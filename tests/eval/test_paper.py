@@ -55,6 +55,7 @@ def test_differences_from_the_compare_table_and_from_predictions(published):
     r = paper.difference(published, "val", "base", "bad")
     bad = overall["runs"]["bad"]["diff"]["f1"]
     assert (r.diffs["f1"]["mean"], r.diffs["f1"]["lo"], r.diffs["f1"]["hi"]) == (-bad["mean"], -bad["hi"], -bad["lo"])
+    assert "-0.00" not in paper.sentence(paper.difference(published, "val", "base", "same"), None)
     assert paper.verdict(r.diffs["f1"]) == paper.SAME
     assert paper.verdict(paper.difference(published, "val", "bad", "base").diffs["f1"]) == paper.OPPOSITE
 

@@ -89,7 +89,12 @@ def verdict(diff: dict | None) -> str | None:
 
 
 def _negate(d: dict) -> dict:
-    return {**d, "mean": -d["mean"], "lo": -d["hi"], "hi": -d["lo"]}
+    """``worse - better`` turned into ``better - worse`` (0.0 - x: no negative zero).
+
+    >>> _negate({"mean": 2.5, "lo": 0.0, "hi": 5.0, "n": 4})
+    {'mean': -2.5, 'lo': -5.0, 'hi': 0.0, 'n': 4}
+    """
+    return {**d, "mean": 0.0 - d["mean"], "lo": 0.0 - d["hi"], "hi": 0.0 - d["lo"]}
 
 
 def _overall(view: dict) -> dict:
