@@ -217,6 +217,11 @@ def eval_cmd(
     qdrant_url: Annotated[Optional[str], typer.Option("--qdrant-url", help="A Qdrant server instead of local mode.")] = None,
     data: DataOpt = None,
     gold_audit: GoldAuditOpt = None,
+    reuse_banks: Annotated[
+        Optional[Path],
+        typer.Option("--reuse-banks", help="Start from the finished banks of another eval folder built with the same "
+                     "ingestion settings (a row that changes only the Answer Agent or the judge)."),
+    ] = None,
     overrides: Annotated[Optional[list[str]], typer.Argument(help="Recipe overrides key=value.")] = None,
 ) -> None:
     """Build the banks, answer, judge and score one split; prints the table and writes the folder."""
@@ -232,6 +237,7 @@ def eval_cmd(
         conversations=[c.strip() for c in conversations.split(",")] if conversations else None,
         limit_questions=limit_questions, manager=manager, answer=answer, judge=judge, out=out,
         data=data, recipe=recipe, overrides=ov, qdrant_url=qdrant_url, gold_audit=gold_audit,
+        reuse_banks=reuse_banks,
     )
     try:
         folder = run_eval(req)

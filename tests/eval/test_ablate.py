@@ -209,7 +209,8 @@ def test_cli_dry_run_and_errors(tmp_path):
     assert r.exit_code == 0, r.output
     assert "dry run: 2 steps checked, nothing run" in r.output
     assert (f"memr1 eval --backbone smollm2-135m --split val --method memory-r1 --out "
-            f"{out}/top-k-10/val --limit-questions 6 --judge none answer_agent.top_k=5 "
+            f"{out}/top-k-10/val --limit-questions 6 --judge none --reuse-banks {out}/memr1-untrained/val "
+            "answer_agent.top_k=5 "
             "ingest.max_sessions=1") in r.output
     assert "top_k=5 distill=False max_sessions=1 judge=none" in r.output
     assert not out.exists()  # a dry run writes nothing

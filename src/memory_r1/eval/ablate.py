@@ -274,6 +274,19 @@ class Options:
     data: Path | None = None
 
 
+#: override prefixes that leave ingestion as it is (the Answer Agent and the judge)
+ANSWER_SIDE_KEYS = ("answer_agent.", "judge.")
+
+
+def _same_banks_as_base(plan: Plan, row: Row, checkpoints: dict, fixed: list[str]) -> bool:
+    """A row whose banks are the base row's: same method, no checkpoint of its own for the manager,
+    and overrides only of the Answer Agent or the judge (it starts from the base's banks)."""
+    base = plan.row(plan.base)
+    return (row.name != base.name and row.method == base.method and base.manager is None
+            and base.train is None and not base.overrides and "--manager" not in checkpoints
+            and "--manager" not in fixed and all(o.startswith(ANSWER_SIDE_KEYS) for o in row.overrides))
+
+
 def build_steps(plan: Plan, rows: list[str] | None = None, slices: list[str] | None = None,
                 opts: Options | None = None) -> list[Step]:
     """The commands of the selected rows (default all) on the selected slices (default each row's),
@@ -336,6 +349,8 @@ def build_steps(plan: Plan, rows: list[str] | None = None, slices: list[str] | N
             if judge:
                 args += ["--judge", judge]
             ov = [*row.overrides, *opts.overrides]
+            if _same_banks_as_base(plan, row, ck, fixed) and s in plan.row(plan.base).slices:
+                args += ["--reuse-banks", str(plan.out / plan.base / s)]
             steps.append(Step("eval", row.name, s, folder, args, ov, ck,
                               {"split": sl.split, "conversations": list(sl.conversations or []) or None,
                                "limit_questions": limit, "method": row.method, "judge": judge,

@@ -58,6 +58,7 @@ class EvalRequest:
     overrides: list[str] = field(default_factory=list)
     qdrant_url: str | None = None
     show_progress: bool = True
+    reuse_banks: Path | None = None  # another eval folder whose finished banks this one starts from
     gold_audit: Path | None = None  # default: found as the data file is (data/paths.py)
 
 
@@ -279,6 +280,47 @@ def _data_sha(path: Path) -> str:
     return sha256_file(path)
 
 
+#: config keys that decide what ingestion builds: two folders that agree on all of them build the same banks
+INGEST_KEYS = ("backbone", "split", "method", "conversations", "manager", "ingest", "llm", "store", "data_sha256")
+
+
+def reuse_banks(src: Path, out: Path, cfg: dict) -> int:
+    """Start ``out`` from the finished banks of another eval folder ``src`` built with the same
+    :data:`INGEST_KEYS` (rows that change only the Answer Agent or the judge need not ingest again).
+
+    Copies ``src/banks`` and its ingestion markers into ``out`` when ``out`` has no banks yet;
+    returns how many conversations came ready (0, logged, when ``src`` has none finished or ``out``
+    already has banks). A ``src`` built with other ingestion settings is refused."""
+    import shutil
+
+    if (cfg.get("store") or {}).get("url"):
+        raise EvalFolderError("--reuse-banks works with banks on disk, not with a Qdrant server")
+    try:
+        other = json.loads((src / "manifest.json").read_text())["config"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise EvalFolderError(f"--reuse-banks {src}: not an eval folder ({exc})") from None
+    differ = [k for k in INGEST_KEYS
+              if json.dumps(other.get(k), sort_keys=True) != json.dumps(cfg.get(k), sort_keys=True)]
+    if differ:
+        raise EvalFolderError(f"--reuse-banks {src}: its banks were built with another {', '.join(differ)}")
+    markers = sorted((src / "state").glob("ingested-*.json")) if (src / "state").is_dir() else []
+    if not markers or not (src / "banks").is_dir():
+        log.info("--reuse-banks %s: no finished ingestion there; building the banks here", src)
+        return 0
+    if (out / "banks").exists() or any((out / "state").glob("ingested-*.json")):
+        log.info("%s already has banks of its own; not reusing %s", out, src)
+        return 0
+    tmp = out / ".banks-copy"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src / "banks", tmp, ignore=shutil.ignore_patterns(".lock"))
+    os.replace(tmp, out / "banks")
+    (out / "state").mkdir(exist_ok=True)
+    for m in markers:  # markers after the banks: a kill in between leaves banks without markers (rebuilt)
+        shutil.copy2(m, out / "state" / m.name)
+    log.info("reused the banks of %d conversation(s) from %s", len(markers), src)
+    return len(markers)
+
+
 def _open_store(cfg: dict, out: Path):
     """The banks of this run: local mode under out/banks by default, or a Qdrant server by URL."""
     from memory_r1.memory import BankFactory
@@ -403,6 +445,12 @@ def run_eval(req: EvalRequest) -> Path:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     check_or_write_manifest(out, manifest)
+    if req.reuse_banks is not None:
+        n = reuse_banks(Path(req.reuse_banks), out, cfg)
+        if n:
+            atomic_write(out / "manifest.json", json.dumps(
+                {**json.loads((out / "manifest.json").read_text()),
+                 "reused_banks": {"from": str(req.reuse_banks), "conversations": n}}, indent=2))
 
     seed = int(cfg.get("seed", 0))
     random.seed(seed)

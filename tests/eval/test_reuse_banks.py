@@ -1,0 +1,81 @@
+"""Rows that change only the Answer Agent or the judge start from the base row's finished banks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from memory_r1.eval.runner import INGEST_KEYS, EvalFolderError, reuse_banks
+
+CFG = {"backbone": "smollm2-135m", "split": "val", "method": "memory-r1", "conversations": None,
+       "manager": None, "ingest": {"max_sessions": None}, "llm": {"dtype": "auto"}, "store": {"backend": "qdrant"},
+       "data_sha256": "abc", "answer_agent": {"top_k": 30}, "judge": {"prompt": "mem0"}}
+
+
+def _finished(folder: Path, cfg: dict = CFG) -> Path:
+    (folder / "banks" / "collection" / "c1").mkdir(parents=True)
+    (folder / "banks" / "collection" / "c1" / "storage.sqlite").write_bytes(b"points")
+    (folder / "banks" / ".lock").write_text("held")
+    (folder / "state").mkdir()
+    (folder / "state" / "ingested-conv-30_0123.json").write_text(json.dumps({"turns": 369}))
+    (folder / "manifest.json").write_text(json.dumps({"config": cfg}))
+    return folder
+
+
+def test_banks_and_markers_are_copied_for_the_same_ingestion(tmp_path):
+    src = _finished(tmp_path / "base")
+    out = tmp_path / "row"
+    out.mkdir()
+    other_answer = {**CFG, "answer_agent": {"top_k": 5}, "judge": {"prompt": "strict"}}
+    assert reuse_banks(src, out, other_answer) == 1
+    assert (out / "banks" / "collection" / "c1" / "storage.sqlite").read_bytes() == b"points"
+    assert not (out / "banks" / ".lock").exists()  # the source's lock is not carried over
+    assert json.loads((out / "state" / "ingested-conv-30_0123.json").read_text()) == {"turns": 369}
+    assert not (out / ".banks-copy").exists()
+    # a second call (a resumed row) leaves the row's own banks alone
+    (out / "banks" / "collection" / "c1" / "storage.sqlite").write_bytes(b"mine")
+    assert reuse_banks(src, out, other_answer) == 0
+    assert (out / "banks" / "collection" / "c1" / "storage.sqlite").read_bytes() == b"mine"
+
+
+@pytest.mark.parametrize("key", INGEST_KEYS)
+def test_banks_built_another_way_are_refused(tmp_path, key):
+    src = _finished(tmp_path / "base")
+    out = tmp_path / "row"
+    out.mkdir()
+    changed = {**CFG, key: {"another": "setting"}}
+    with pytest.raises(EvalFolderError, match=key):
+        reuse_banks(src, out, changed)
+    assert not (out / "banks").exists()
+
+
+def test_an_unfinished_or_missing_source_builds_the_banks_here(tmp_path):
+    src = tmp_path / "base"
+    src.mkdir()
+    (src / "manifest.json").write_text(json.dumps({"config": CFG}))
+    out = tmp_path / "row"
+    out.mkdir()
+    assert reuse_banks(src, out, CFG) == 0 and not (out / "banks").exists()
+    with pytest.raises(EvalFolderError, match="not an eval folder"):
+        reuse_banks(tmp_path / "nowhere", out, CFG)
+    with pytest.raises(EvalFolderError, match="Qdrant server"):
+        reuse_banks(src, out, {**CFG, "store": {"url": "http://localhost:6333"}})
+
+
+def test_the_cpu_plan_reuses_the_base_banks_only_where_ingestion_is_the_same():
+    from memory_r1.data.paths import repo_root
+    from memory_r1.eval.ablate import build_steps, load_plan
+
+    plan = load_plan(repo_root() / "recipes" / "smollm2-135m" / "ablations.yaml")
+    steps = {(s.row, s.slice): s for s in build_steps(plan) if s.kind == "eval"}
+    reusing = {key for key, s in steps.items() if "--reuse-banks" in s.args}
+    base_val = str(plan.out / plan.base / "val")
+    for key in reusing:
+        assert steps[key].args[steps[key].args.index("--reuse-banks") + 1] == str(plan.out / plan.base / key[1])
+    assert ("distill", "val") in reusing and ("top-k-10", "val") in reusing and ("judge-strict", "val") in reusing
+    assert ("answer-grpo", "val") in reusing  # a trained Answer Agent over the untrained manager's banks
+    for row in ("memr1-untrained", "rag-turns", "full-context", "fp32", "int8", "manager-grpo", "both-grpo"):
+        assert not any(key[0] == row for key in reusing), row
+    assert base_val
