@@ -280,8 +280,9 @@ class HFBackend(ClosingMixin):
     half the time of a decode step's matmuls, identical results).
     ``quantize``: ``int8`` replaces every linear layer by torch's dynamically quantized int8 linear
     (weights int8 per output channel, activations quantized per call; CPU and fp32 only). Opt-in:
-    on CPUs without native bf16 it ran the linears ~3x faster than fp32 (benchmarks/README.md), at
-    the cost of rounding the activations; ``None`` keeps the model's dtype.
+    with oneDNN limited to AVX2 it generated ~2x faster than fp32, but SmolLM2-135M's extraction and
+    manager outputs degrade (a val slice's bank held 1 memory instead of 14-16; benchmarks/README.md);
+    ``None`` keeps the model's dtype.
     ``share_prefixes``: with the padded cache, rows of a batch that share a long token prefix (the
     instructions and examples before a turn or a request) have it computed once per group
     (:func:`~memory_r1.llm.kv_cache.prefix_plan`); the rest of each row is prefilled after it.
