@@ -27,19 +27,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def matmul_gflops(dtype: str = "bfloat16", n: int = 2048, reps: int = 5) -> float:
-    import torch
-
-    a = torch.randn(n, n, dtype=getattr(torch, dtype))
-    b = torch.randn(n, n, dtype=getattr(torch, dtype))
-    a @ b  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    dt = (time.perf_counter() - t0) / reps
-    return 2 * n**3 / dt / 1e9
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--split", default="val")
@@ -90,7 +77,10 @@ def main() -> None:
 
     cpu = manifest.get("host", {}).get("cpu") or {}
     dtype = cpu.get("dtype") or hardware.resolve_cpu_dtype(manifest["config"]["llm"].get("dtype", "auto"))[0]
-    gflops = matmul_gflops(dtype)
+    import torch
+
+    # the model's own matmul shape (SmolLM2's MLP linear, 256 rows), in the run's dtype, best of ~0.5 s
+    gflops = hardware.matmul_gflops(getattr(torch, dtype), budget_s=0.5)
     from memory_r1.llm import load_llm  # parameter count of the backbone actually used
 
     llm = load_llm("hf", args.backbone, dtype=dtype)
@@ -131,6 +121,7 @@ def main() -> None:
         "generated_tokens_per_s": round(gen_tokens / llm_s, 2) if llm_s else None,
         "compute_floor": {
             "matmul_dtype": dtype,
+            "matmul_shape": list(hardware.SHAPE),
             "matmul_gflops": round(gflops, 1),
             "params": n_params,
             "flops_per_token": flops_per_token,
