@@ -80,6 +80,9 @@ TEXTS = [
     ("huge_int_category", '[{"sample_id": "c", "conversation": {"speaker_a": "A", "speaker_b": "B", "session_1_date_time":'
      ' "d", "session_1": []}, "qa": [{"question": "q", "answer": "a", "category": ' + "7" * 5000 + ', "evidence": []}]}]',
      "c.qa[0].category", "integer literal of 5000 digits"),
+    ("lone_surrogate", '[{"sample_id": "c", "conversation": {"speaker_a": "A", "speaker_b": "B", "session_1_date_time":'
+     ' "d", "session_1": [{"speaker": "A", "dia_id": "D1:1", "text": "hi \\ud800 there"}]}, "qa": []}]',
+     "c.conversation.session_1[0].text", "unpaired surrogate \\ud800 at character 3"),
     ("huge_int_anywhere", "[" + "1" * 5000 + "]", "[0]", "integer literal of 5000 digits"),
     ("deep_nesting", "[" * 100_000 + "]" * 100_000, "line 1 column", "nested 100000 levels deep"),
     ("deep_nesting_inside", '[{"sample_id": "c", "x": ' + '{"a": [' * 50_000, "line 1 column", "nested"),

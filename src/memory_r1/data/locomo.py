@@ -21,6 +21,7 @@ same way (one `LocomoDataError` naming the place):
 - a speaker name or dialogue id that is not a usable label (same rule, ``/`` and ``@`` allowed),
   the two speakers of a conversation with the same name (case aside: their banks would be one), and
   a turn whose speaker is neither ``speaker_a`` nor ``speaker_b``;
+- any text holding an unpaired ``\\ud800``-style escape (it has no UTF-8 form);
 - a blank question, a blank gold answer outside category 5 (adversarial questions have none), and
   answers given as ``NaN`` / ``Infinity`` literals or numbers too large for a float;
 - JSON nested deeper than Python can decode, an integer literal over Python's digit limit, a file
@@ -48,6 +49,7 @@ KNOWN_DANGLING_EVIDENCE: frozenset[tuple[str, str]] = frozenset(
 )
 
 _SESSION_RE = re.compile(r"session_(\d+)")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 #: Longest sample_id or speaker name accepted (the published ones have at most 8 characters).
 MAX_LABEL_CHARS = 100
 #: Characters a sample_id may not hold: they separate it from the speaker in bank namespaces
@@ -152,6 +154,10 @@ class _Checker:
             raise self.fail(place, f"expected {name}, got {type(value).__name__} {value!r:.60}")
         if isinstance(value, float) and not math.isfinite(value):
             raise self.fail(place, f"expected {name}, got {value} (a NaN or Infinity literal, or a number too large)")
+        if isinstance(value, str) and (m := _SURROGATE.search(value)):
+            # a "\ud800" escape without its pair: no UTF-8 for it, so prompts, stores and result
+            # files could not take the text
+            raise self.fail(place, f"unpaired surrogate \\u{ord(m.group()):04x} at character {m.start()}")
         return value
 
     def label(self, value: str, place: str, what: str, forbidden: str = "") -> str:
