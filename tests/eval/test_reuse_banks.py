@@ -28,7 +28,9 @@ def test_banks_and_markers_are_copied_for_the_same_ingestion(tmp_path):
     src = _finished(tmp_path / "base")
     out = tmp_path / "row"
     out.mkdir()
-    other_answer = {**CFG, "answer_agent": {"top_k": 5}, "judge": {"prompt": "strict"}}
+    # another Answer Agent and judge; a null (off) setting added since compares as absent
+    other_answer = {**CFG, "answer_agent": {"top_k": 5}, "judge": {"prompt": "strict"},
+                    "llm": {"dtype": "auto", "quantize": None}}
     assert reuse_banks(src, out, other_answer) == 1
     assert (out / "banks" / "collection" / "c1" / "storage.sqlite").read_bytes() == b"points"
     assert not (out / "banks" / ".lock").exists()  # the source's lock is not carried over

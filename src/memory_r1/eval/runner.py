@@ -214,16 +214,25 @@ def default_out_dir(cfg: dict) -> Path:
 
 def _fingerprint_value(config: dict, key: str):
     """A config value as the resume check compares it. A judge section written before judge prompts
-    were named was scored with the default prompt.
+    were named was scored with the default prompt; a setting that is null (off) compares as absent, so
+    a recipe key added later with a null default does not orphan the folders written before it.
 
     >>> _fingerprint_value({"judge": {"backend": "self"}}, "judge")
     {'backend': 'self', 'prompt': 'mem0'}
+    >>> _fingerprint_value({"llm": {"dtype": "auto", "quantize": None}}, "llm")
+    {'dtype': 'auto'}
     """
-    value = config.get(key)
+    value = _drop_nulls(config.get(key))
     if key == "judge" and isinstance(value, dict) and "prompt" not in value:
         from memory_r1.eval.judge import DEFAULT_JUDGE_PROMPT
 
         value = {**value, "prompt": DEFAULT_JUDGE_PROMPT}
+    return value
+
+
+def _drop_nulls(value):
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
     return value
 
 
@@ -299,8 +308,8 @@ def reuse_banks(src: Path, out: Path, cfg: dict) -> int:
         other = json.loads((src / "manifest.json").read_text())["config"]
     except (OSError, ValueError, KeyError) as exc:
         raise EvalFolderError(f"--reuse-banks {src}: not an eval folder ({exc})") from None
-    differ = [k for k in INGEST_KEYS
-              if json.dumps(other.get(k), sort_keys=True) != json.dumps(cfg.get(k), sort_keys=True)]
+    differ = [k for k in INGEST_KEYS if json.dumps(_fingerprint_value(other, k), sort_keys=True)
+              != json.dumps(_fingerprint_value(cfg, k), sort_keys=True)]
     if differ:
         raise EvalFolderError(f"--reuse-banks {src}: its banks were built with another {', '.join(differ)}")
     markers = sorted((src / "state").glob("ingested-*.json")) if (src / "state").is_dir() else []
