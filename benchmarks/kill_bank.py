@@ -254,14 +254,14 @@ def check(bank_path: Path, backend: str, vectors: Path, log_path: Path,
     try:
         bank = _open(bank_path, backend, _embedder(vectors))
     except Exception as exc:  # noqa: BLE001 - a failure to reopen is a verdict
-        return "reopen_failed", f"{type(exc).__name__}: {exc}", None
+        return "reopen_failed", f"{type(exc).__name__}: {exc}", None, (flight or {}).get("op")
     try:
         after = canon(bank)
     finally:
         bank.close()
     v = verdict(before if before is not None else previous, flight, after)
     detail = None if v not in FAILURES else json.dumps({"op": flight, "before": before, "after": after})[:2000]
-    return v, detail, after
+    return v, detail, after, (flight or {}).get("op")
 
 
 def ensure_vectors(path: Path | None) -> Path:
@@ -276,6 +276,7 @@ def ensure_vectors(path: Path | None) -> Path:
 def sweep(backend: str, vectors: Path, work: Path) -> dict:
     """Kill before every durable write of `sweep_ops` (one forked child per write)."""
     counts: Counter = Counter()
+    by_op: Counter = Counter()
     failures = []
     k, total = 1, None
     while total is None or k <= total:
@@ -305,20 +306,22 @@ def sweep(backend: str, vectors: Path, work: Path) -> dict:
                 total = int((folder / "writes").read_text())
             shutil.rmtree(folder)
             break
-        v, detail, _ = check(folder / "bank", backend, vectors, log_path)
+        v, detail, _, op = check(folder / "bank", backend, vectors, log_path)
         counts[v] += 1
+        by_op[f"{op or '-'}: {v}"] += 1
         if detail:
-            failures.append({"kill_before_write": k, "verdict": v, "detail": detail})
+            failures.append({"kill_before_write": k, "verdict": v, "op": op, "detail": detail})
         shutil.rmtree(folder)
         k += 1
     return {"backend": backend, "mode": "sweep", "durable_writes": total, "trials": sum(counts.values()),
-            "verdicts": dict(counts), "failures": failures}
+            "verdicts": dict(counts), "by_op": dict(sorted(by_op.items())), "failures": failures}
 
 
 def random_trials(backend: str, vectors: Path, work: Path, trials: int, seed: int, max_wait: float) -> dict:
     """`trials` children, each killed from outside at a random moment; one bank folder across trials."""
     rng = random.Random(seed)
     counts: Counter = Counter()
+    by_op: Counter = Counter()
     failures = []
     bank_path = work / f"random-{backend}" / "bank"
     bank_path.parent.mkdir(parents=True)
@@ -341,14 +344,15 @@ def random_trials(backend: str, vectors: Path, work: Path, trials: int, seed: in
             counts["child_error"] += 1
             failures.append({"trial": t, "verdict": "child_error", "detail": err[-1000:]})
             continue
-        v, detail, previous = check(bank_path, backend, vectors, log_path, previous)
+        v, detail, previous, op = check(bank_path, backend, vectors, log_path, previous)
         counts[v] += 1
+        by_op[f"{op or '-'}: {v}"] += 1
         if detail:
-            failures.append({"trial": t, "verdict": v, "detail": detail})
+            failures.append({"trial": t, "verdict": v, "op": op, "detail": detail})
             shutil.rmtree(bank_path, ignore_errors=True)  # start the next trial from a clean bank
             previous = None
     return {"backend": backend, "mode": "random", "trials": trials, "verdicts": dict(counts),
-            "half_applied": counts["half_applied"], "failures": failures[:10]}
+            "by_op": dict(sorted(by_op.items())), "failures": failures[:10]}
 
 
 def main() -> None:

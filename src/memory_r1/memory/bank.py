@@ -365,7 +365,7 @@ class MemoryBank:
                 f"not be {'rolled back' if intent.get('rollback', True) else 'completed'}: {exc}"
             ) from exc
         self._unsettled = False
-        log.warning("bank %r: a %s cut short was %s", self._namespace, intent.get("op"),
+        log.warning("bank %r: the %s cut short was %s", self._namespace, intent.get("op"),
                     "rolled back" if intent.get("rollback", True) else "completed")
 
     @contextlib.contextmanager
