@@ -36,7 +36,6 @@ import json
 import logging
 import os
 import platform
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -139,20 +138,6 @@ def _cache_file(key: str) -> Path:
     return cache_dir() / "hardware" / f"cpu-{key}.json"
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def profile(refresh: bool = False, use_cache: bool = True) -> CpuProfile:
     """This CPU's profile with torch's current thread count: from the cache unless ``refresh``;
     measured (and cached, when ``use_cache``) otherwise."""
@@ -186,7 +171,9 @@ def profile(refresh: bool = False, use_cache: bool = True) -> CpuProfile:
     log.info("measured this CPU in %.2f s: %s", time.perf_counter() - t0, gflops)
     if use_cache:
         try:
-            _write_json(path, prof.to_json())
+            from memory_r1.runs import atomic_write
+
+            atomic_write(path, json.dumps(prof.to_json(), indent=2))
         except OSError as exc:
             log.warning("cannot cache the CPU profile at %s: %s", path, exc)
     return prof

@@ -100,11 +100,13 @@ def parse_gold_audit(raw: Mapping, path: Path, questions: Mapping[str, str] | No
 
 def load_gold_audit(path: str | Path, questions: Iterable[QA] | None = None) -> GoldAudit:
     """Read an audit file; ``questions`` (e.g. every question of the LoCoMo file in use) to check it."""
+    from memory_r1.data.locomo import LocomoDataError, read_json
+
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise GoldAuditError(f"cannot read the gold audit {path}: {exc}") from None
+    try:  # the loader's reader: deep nesting, huge numbers, bad bytes are one line naming the place
+        raw = read_json(path)
+    except LocomoDataError as exc:
+        raise GoldAuditError(f"cannot read the gold audit: {exc}") from None
     texts = None if questions is None else {q.qid: q.question for q in questions}
     return parse_gold_audit(raw, path, texts)
 
