@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.memr1-installed
 EXTRAS ?= dev,train,edge
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup run test test-fast bench clean
+.PHONY: setup run lint test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -22,7 +22,10 @@ $(STAMP): pyproject.toml Makefile
 run: setup
 	$(BIN)/memr1 eval --backbone smollm2-135m --split val --out runs/eval/smollm2-135m-val
 
-test: setup
+lint: setup
+	$(BIN)/ruff check src tests benchmarks notebooks
+
+test: setup lint
 	$(BIN)/memr1 doctor
 	$(BIN)/pytest -q
 

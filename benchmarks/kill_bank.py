@@ -180,7 +180,7 @@ def run_ops(bank_path: Path, backend: str, vectors: Path, log_path: Path, ops, r
     bank = _open(bank_path, backend, emb)
     log.write({"state": canon(bank)})
     snapshots: list[dict] = []
-    for op in ops(lambda: bank, snapshots):
+    for op in ops(lambda: bank, snapshots):  # noqa: B023 - called within this iteration
         kind = op["op"]
         if kind == "restore":
             op = {**op, "target": canon_of_snapshot(snapshots[op["snapshot"]])}
@@ -289,7 +289,7 @@ def sweep(backend: str, vectors: Path, work: Path) -> dict:
             try:
                 count = kill_before_write(k, backend)
                 run_ops(folder / "bank", backend, vectors, log_path, sweep_ops,
-                        lambda emb: _open(folder / "bank", backend, emb))
+                        lambda emb: _open(folder / "bank", backend, emb))  # noqa: B023 - called within this iteration
                 (folder / "writes").write_text(str(count[0]))
                 code = 0
             except BaseException as exc:  # noqa: BLE001 - reported by the parent

@@ -4,7 +4,6 @@ SmolLM2-135M backbone, checked through the saved HF checkpoint and verl's JSONL 
 from __future__ import annotations
 
 import json
-
 import os
 import time
 from pathlib import Path

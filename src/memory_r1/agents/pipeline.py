@@ -35,12 +35,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
 
+from memory_r1.agents._text import drop_cut_line
 from memory_r1.agents.answerer import (
     build_answer_messages,
     build_context_messages,
     parse_answer,
 )
-from memory_r1.agents._text import drop_cut_line
 from memory_r1.agents.extractor import build_extraction_messages, parse_facts
 from memory_r1.agents.manager import (
     ApplyStats,

@@ -12,7 +12,6 @@ reward (``episodes.drop_wrong_golds``).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
