@@ -1,22 +1,32 @@
-"""The one thread policy: how many torch threads CPU work uses, and how idle OpenMP threads wait.
+"""The one thread policy: how many torch threads CPU work in this process uses.
 
-Measured (``benchmarks/threads.py``; SmolLM2-135M generation, 2 cores; the tables are in
-``benchmarks/README.md`` and ``benchmarks/results/threads-*.json``): with OpenMP's default wait
-policy (idle threads spin before they sleep) two threads were 7-20x SLOWER than one as soon as any
-other process was runnable (every small op of a decode step waits at a barrier for a descheduled
-thread), so the old rule dropped to one thread under load, and halved throughput when the load was
-only half a core. With ``OMP_WAIT_POLICY=PASSIVE`` two threads were never slower than one: 1.3-1.4x
-faster at no load and under half a core of load, 1.0-1.3x with a full core busy elsewhere. Hence:
+Measured by ``benchmarks/threads.py`` (SmolLM2-135M generation through the HF backend, 2 cores, a
+second process keeping 0, 0.5 or 1 core busy; ``benchmarks/results/threads-*.json``, table in
+``benchmarks/README.md``). On a quiet Xeon with AMX (bf16), seconds for 8 prompts of ~600 tokens
+(prefill) / 8 short prompts with 48 new tokens (decode), 1 thread vs 2 threads:
 
-* ``import memory_r1`` sets ``OMP_WAIT_POLICY=PASSIVE`` unless the user set a policy (it must be in
-  the environment before torch's OpenMP starts: importing torch first leaves the spin default);
-* with the passive policy every usable core is used (:func:`auto_num_threads`);
-* with a spinning policy (the user's choice, or torch imported before ``memory_r1``) the rule is
-  every core less those other processes keep busy, re-checked before each batch;
-* OMP_NUM_THREADS / MKL_NUM_THREADS, or an explicit ``num_threads``, always win.
+===================  =====================  =====================  =====================
+OpenMP wait policy   no other load          0.5 core busy          1 core busy
+===================  =====================  =====================  =====================
+default (spins)      1.18 / 2.74 vs         1.25 / 2.75 vs         1.21 / 2.67 vs
+                     **0.78 / 1.91**        1.48 / 3.88            14.66 / 57.12
+PASSIVE (sleeps)     1.16 / 2.58 vs         1.23 / 2.74 vs         1.15 / 2.55 vs
+                     1.12 / 3.58            1.30 / 3.50            1.23 / 2.76
+===================  =====================  =====================  =====================
 
-verl's worker processes get the same from :func:`worker_threads` (``$MEMR1_CPU_THREADS``, default
-all cores) and ``OMP_WAIT_POLICY=PASSIVE`` in their environment.
+So: the default wait policy (passive sleeping made every 2-thread decode slower, 0.72-0.92x of one
+thread), every core while the machine is otherwise idle (1.4-1.5x), and one core fewer per core
+that other processes keep busy, because a spinning 2-thread pool is 12-20x slower than one thread
+beside a full core of other work. Half a core of other load is the close call: here (bf16 on AMX,
+small ops) two threads lost 16-29%, while on an AVX2-only EPYC in fp32 (larger ops) dropping to one
+thread at that load halved the eval's throughput. The rule keeps every core until at least 0.75 of
+a core is busy elsewhere, re-checked before each generation batch (:class:`CpuLoadMeter`).
+OMP_NUM_THREADS / MKL_NUM_THREADS, or an explicit ``num_threads``, always win.
+
+verl's Ray worker processes are another regime (several processes of one run on the same cores):
+they use :func:`worker_threads` (``$MEMR1_CPU_THREADS``, default all cores) with
+``OMP_WAIT_POLICY=PASSIVE`` in their environment (``train/backends/verl_cpu.py``: spinning made
+their 2-thread steps 2-4x slower there).
 """
 
 from __future__ import annotations
@@ -27,7 +37,6 @@ import time
 
 log = logging.getLogger(__name__)
 
-WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
 WORKER_THREADS_ENV = "MEMR1_CPU_THREADS"
 
 
@@ -39,48 +48,34 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def passive_wait() -> bool:
-    """Whether idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``) in this process's torch."""
-    return os.environ.get(WAIT_POLICY_ENV, "").strip().upper() == "PASSIVE" and _set_before_torch()
+#: cores busy elsewhere at which one core is left to them (measured: see the module docstring)
+YIELD_AT = 0.75
 
 
-def _set_before_torch() -> bool:
-    from memory_r1 import _WAIT_POLICY_BEFORE_TORCH
+def auto_num_threads(cores: int | None = None, others_busy: float | None = None) -> int:
+    """Threads for torch's intra-op pool: every usable core less one per core other processes keep
+    busy, counted from :data:`YIELD_AT` (``others_busy``; default the 1-minute load average less this
+    process).
 
-    return _WAIT_POLICY_BEFORE_TORCH
-
-
-def auto_num_threads(cores: int | None = None, others_busy: float | None = None,
-                     passive: bool | None = None) -> int:
-    """Threads for torch's intra-op pool. Idle threads sleeping (``passive``, the default once
-    ``memory_r1`` is imported first): every usable core. Spinning: every usable core less those other
-    processes keep busy (``others_busy``; default the 1-minute load average less this process).
-
-    >>> auto_num_threads(2, 0.7, passive=True), auto_num_threads(2, 5.0, passive=True)
-    (2, 2)
-    >>> auto_num_threads(2, 0.3, passive=False), auto_num_threads(2, 0.7, passive=False), auto_num_threads(8, 3.2, passive=False)
-    (2, 1, 5)
+    >>> auto_num_threads(2, 0.0), auto_num_threads(2, 0.5), auto_num_threads(2, 0.8), auto_num_threads(2, 5.0)
+    (2, 2, 1, 1)
+    >>> auto_num_threads(8, 3.2), auto_num_threads(8, 3.8)
+    (5, 4)
     """
     cores = cores or usable_cores()
-    if passive_wait() if passive is None else passive:
-        return cores
     if others_busy is None:
         try:
             others_busy = max(0.0, os.getloadavg()[0] - 1.0)
         except OSError:  # pragma: no cover
             others_busy = 0.0
-    return max(1, min(cores, cores - int(others_busy + 0.5)))
+    return max(1, min(cores, cores - int(others_busy + 1.0 - YIELD_AT)))
 
 
 def describe_policy() -> str:
-    """One line on how :func:`auto_num_threads` decides on this process, for logs and `memr1 doctor`."""
+    """One line on how :func:`auto_num_threads` decides in this process, for logs and `memr1 doctor`."""
     if user_set_threads():
         return "OMP_NUM_THREADS / MKL_NUM_THREADS set by the user"
-    if passive_wait():
-        return "OMP_WAIT_POLICY=PASSIVE: every usable core (2 threads never slower than 1, measured)"
-    return (f"{WAIT_POLICY_ENV}={os.environ.get(WAIT_POLICY_ENV) or 'unset (spin)'}"
-            + ("" if _set_before_torch() else ", torch imported before memory_r1")
-            + ": every core less those busy elsewhere")
+    return f"every usable core, one fewer per core busy elsewhere (from {YIELD_AT} of a core; measured)"
 
 
 class CpuLoadMeter:
