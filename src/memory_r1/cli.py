@@ -6,6 +6,7 @@ Heavy modules (torch, transformers, qdrant, ray, verl) are imported inside the c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -239,12 +240,8 @@ def eval_cmd(
         data=data, recipe=recipe, overrides=ov, qdrant_url=qdrant_url, gold_audit=gold_audit,
         reuse_banks=reuse_banks,
     )
-    try:
+    with _failures_in_one_line():
         folder = run_eval(req)
-    except Exception as exc:  # noqa: BLE001 - every failure becomes one clear line (traceback with --debug)
-        if _State.debug:
-            raise
-        fail(_one_line(exc))
     typer.echo((folder / "summary.md").read_text())
     typer.echo(f"results: {folder}")
 
@@ -269,13 +266,9 @@ def compare_cmd(
     Writes compare.md, compare.json and compare.png."""
     from memory_r1.eval.compare import bootstrap_settings, compare_folders
 
-    try:
+    with _failures_in_one_line():
         folder = compare_folders(base, list(runs), out=out, intersect=intersect, gold_audit=gold_audit, data=data,
                                  settings=bootstrap_settings(resamples=resamples, seed=seed))
-    except Exception as exc:  # noqa: BLE001 - one clear line (traceback with --debug)
-        if _State.debug:
-            raise
-        fail(_one_line(exc))
     typer.echo((folder / "compare.md").read_text())
     typer.echo(f"results: {folder}")
 
@@ -315,7 +308,7 @@ def ablate_cmd(
 
     names = [r.strip() for r in rows.split(",") if r.strip()] if rows else None
     only = [s.strip() for s in slices.split(",") if s.strip()] if slices else None
-    try:
+    with _failures_in_one_line():
         p = ablate.load_plan(plan)
         if out is not None:
             p.out = out
@@ -323,19 +316,11 @@ def ablate_cmd(
                               ray_address=ray_address, data=data)
         steps = ablate.build_steps(p, names, only, opts)
         resolved = ablate.check_plan(p, steps, data=data)
-    except Exception as exc:  # noqa: BLE001 - one clear line (traceback with --debug)
-        if _State.debug:
-            raise
-        fail(_one_line(exc))
     if publish is not None:
         if names:
             fail("--publish looks at every row of the plan (the compare needs the base row): drop --rows")
-        try:
+        with _failures_in_one_line(code=1):
             record = ablate.publish(p, publish, slices=only, opts=opts, gold_audit=gold_audit)
-        except Exception as exc:  # noqa: BLE001
-            if _State.debug:
-                raise
-            fail(_one_line(exc), code=1)
         for row, per_slice in record["rows"].items():
             for s, what in per_slice.items():
                 typer.echo(f"{row} on {s}: " + (", ".join(what["published"]) if isinstance(what, dict) else what))
@@ -354,14 +339,10 @@ def ablate_cmd(
         verb = {"ran": "running", "skipped": "finished before, skipped", "reused": "trained before, reused"}[status]
         typer.echo(f"[{i}/{n}] {st.row}: {where} ({verb}): memr1 {shlex.join(args)}", err=True)
 
-    try:
+    with _failures_in_one_line(code=1):
         results = ablate.run_plan(p, steps, data=data, on_step=show)
         tables = ablate.compare_slices(p, sorted({st.slice for st in steps if st.slice}) or None, data=data,
                                        gold_audit=gold_audit)
-    except Exception as exc:  # noqa: BLE001
-        if _State.debug:
-            raise
-        fail(_one_line(exc), code=1)
     for s, res in tables.items():
         if isinstance(res, Path):
             typer.echo((res / "compare.md").read_text())
@@ -370,6 +351,19 @@ def ablate_cmd(
             typer.echo(f"compare ({s}): not written: {res}")
     typer.echo(f"{sum(r.status == 'ran' for r in results)} steps run, "
                f"{sum(r.status != 'ran' for r in results)} finished before; folders under {p.out}")
+
+
+@contextlib.contextmanager
+def _failures_in_one_line(code: int = 2):
+    """Any failure inside becomes one clear line on stderr and exit ``code`` (the traceback with --debug)."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one clear line
+        if _State.debug:
+            raise
+        fail(_one_line(exc), code=code)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -395,12 +389,8 @@ def _train(stage: str, backbone: str, algo: str, recipe: Optional[Path], manager
         out=out, resume=resume, ray_address=ray_address, overrides=list(overrides or []), data=data,
         dry_run=dry_run,
     )
-    try:
+    with _failures_in_one_line():
         result = run_training(req)
-    except Exception as exc:  # noqa: BLE001 - one clear line (traceback with --debug)
-        if _State.debug:
-            raise
-        fail(_one_line(exc))
     if result.dry_run:
         typer.echo(f"dry run: episodes, recipe and verl config written to {result.out}")
         return
@@ -492,12 +482,8 @@ def train_loop(
 
     req = LoopRequest(backbone=backbone, algo=algo, rounds=rounds, out=out, ray_address=ray_address,
                       overrides=list(overrides or []), data=data, judge=judge)
-    try:
+    with _failures_in_one_line():
         records = run_loop(req)
-    except Exception as exc:  # noqa: BLE001 - one clear line (traceback with --debug)
-        if _State.debug:
-            raise
-        fail(_one_line(exc))
     for rec in records:
         typer.echo(f"round {rec['round']}: manager {rec['manager']}")
         typer.echo(f"         answer  {rec['answer']}")
