@@ -209,23 +209,24 @@ def normalize_dtype(name: object) -> str:
     return _DTYPE_NAMES[key]
 
 
-def resolve_cpu_dtype(requested: object = "auto") -> tuple[str, str]:
+def resolve_cpu_dtype(requested: object = "auto", prof: CpuProfile | None = None) -> tuple[str, str]:
     """``(dtype name, reason)`` for work on this CPU: an explicit dtype as asked; ``auto`` from
-    ``$MEMR1_CPU_DTYPE`` if set, else from :func:`choose_dtype` over the (cached) :func:`profile`."""
+    ``$MEMR1_CPU_DTYPE`` if set, else from :func:`choose_dtype` over ``prof`` (default: the cached
+    :func:`profile`)."""
     name = normalize_dtype(requested)
     if name != "auto":
         return name, "asked for"
     forced = os.environ.get(DTYPE_ENV)
     if forced:
         return normalize_dtype(forced), f"${DTYPE_ENV}"
-    return choose_dtype(profile())
+    return choose_dtype(prof or profile())
 
 
 def describe(requested: object = "auto") -> dict:
     """What a run records about its CPU (manifest ``host.cpu``): model, flags, measured rates, and
     the dtype that ``requested`` resolves to with the reason."""
     prof = profile()
-    dtype, reason = resolve_cpu_dtype(requested)
+    dtype, reason = resolve_cpu_dtype(requested, prof)
     return {
         "model": prof.model, "flags": list(prof.flags), "isa": prof.isa, "onednn_bf16": prof.onednn_bf16,
         "threads": prof.threads, "matmul_gflops": prof.gflops, "dtype": dtype, "dtype_reason": reason,

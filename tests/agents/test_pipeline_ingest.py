@@ -12,7 +12,6 @@ import pytest
 from memory_r1.agents.extractor import EXTRACT_SYSTEM
 from memory_r1.agents.pipeline import Pipeline, namespace
 from memory_r1.llm import Generation
-from memory_r1.memory import BankFactory, MiniLMEmbedder
 from memory_r1.types import Conversation, Session, Turn
 
 CFG = {
@@ -72,13 +71,6 @@ class ScriptedLLM:
             out.append(Generation(text, 10, 5, "stop"))
         self.calls.append(rows)
         return out
-
-
-@pytest.fixture
-def factory():
-    f = BankFactory.open(path=":memory:", embedder=MiniLMEmbedder().load())
-    yield f
-    f.close()
 
 
 def _ingest(factory, ahead: int):

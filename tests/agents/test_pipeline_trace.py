@@ -8,14 +8,12 @@ import json
 import re
 import uuid
 
-import pytest
-
 from memory_r1.agents.answerer import ANSWER_SYSTEM
 from memory_r1.agents.extractor import EXTRACT_SYSTEM
 from memory_r1.agents.manager import apply_operations, build_manager_messages, parse_operations
 from memory_r1.agents.pipeline import Pipeline, namespace
 from memory_r1.llm import Generation
-from memory_r1.memory import BankFactory, MiniLMEmbedder
+from memory_r1.memory import BankFactory
 from memory_r1.types import QA, Conversation, MemoryOp, OpKind, Session, Turn
 
 CFG = {
@@ -77,13 +75,6 @@ class ScriptedLLM:
                 text = "\n".join(ops) or "NONE"
             out.append(Generation(text, 10, 5, "stop"))
         return out
-
-
-@pytest.fixture
-def factory():
-    f = BankFactory.open(path=":memory:", embedder=MiniLMEmbedder().load())
-    yield f
-    f.close()
 
 
 def test_outcomes_name_every_op_in_order(factory):

@@ -218,26 +218,34 @@ def resolve_device(device: str | None) -> str:
 
 
 def resolve_dtype(dtype: Any, device: str, config_dtype: Any = None) -> torch.dtype:
-    """``auto``: on CPU the dtype this CPU runs fastest, measured (:func:`memory_r1.hardware.resolve_cpu_dtype`:
-    bf16 with AMX / AVX512-BF16, fp32 where bf16 is emulated); on GPU the checkpoint's dtype (bf16, or
-    fp16 without bf16 support, when the checkpoint is fp32, e.g. a de-quantised GGUF)."""
+    """The torch dtype of :func:`resolve_dtype_and_reason`."""
+    return resolve_dtype_and_reason(dtype, device, config_dtype)[0]
+
+
+def resolve_dtype_and_reason(dtype: Any, device: str, config_dtype: Any = None) -> tuple[torch.dtype, str]:
+    """``(dtype, why)``. ``auto``: on CPU the dtype this CPU runs fastest, measured
+    (:func:`memory_r1.hardware.resolve_cpu_dtype`: bf16 with AMX / AVX512-BF16, fp32 where bf16 is
+    emulated); on GPU the checkpoint's dtype (bf16, or fp16 without bf16 support, when the checkpoint
+    is fp32, e.g. a de-quantised GGUF)."""
     import torch
 
     from memory_r1 import hardware
 
     if isinstance(dtype, torch.dtype):
-        return dtype
+        return dtype, "asked for"
     name = hardware.normalize_dtype(dtype)
     if name != "auto":
-        return getattr(torch, name)
+        return getattr(torch, name), "asked for"
     if device == "cpu":
-        return getattr(torch, hardware.resolve_cpu_dtype("auto")[0])
+        name, reason = hardware.resolve_cpu_dtype("auto")
+        return getattr(torch, name), f"auto: {reason}"
     if config_dtype is not None:
         with contextlib.suppress(ValueError):
             config_dtype = getattr(torch, hardware.normalize_dtype(config_dtype))
     if isinstance(config_dtype, torch.dtype) and config_dtype != torch.float32:
-        return config_dtype
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return config_dtype, "auto: the checkpoint's dtype"
+    return (torch.bfloat16, "auto: GPU with bf16") if torch.cuda.is_bf16_supported() else (
+        torch.float16, "auto: GPU without bf16")
 
 
 def quantize_linears(model: Any, quantize: str | None, device: str, dtype: Any) -> int:
@@ -351,12 +359,7 @@ class HFBackend(ClosingMixin):
         with contextlib.suppress(OSError, ValueError):
             cfg = json.loads((model_dir / "config.json").read_text())
             cfg_dtype = cfg.get("dtype") or cfg.get("torch_dtype")
-        self.dtype = resolve_dtype(dtype, self.device, cfg_dtype)
-        self.dtype_reason = "asked for" if str(dtype) != "auto" else "auto"
-        if self.device == "cpu" and str(dtype) == "auto":
-            from memory_r1 import hardware
-
-            self.dtype_reason = "auto: " + hardware.resolve_cpu_dtype("auto")[1]
+        self.dtype, self.dtype_reason = resolve_dtype_and_reason(dtype, self.device, cfg_dtype)
         if attn_implementation == "auto":
             attn_implementation = cpu_attention.register() if self.device == "cpu" else "sdpa"
         elif attn_implementation == cpu_attention.NAME:
