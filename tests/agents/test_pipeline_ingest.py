@@ -10,7 +10,8 @@ import re
 import pytest
 
 from memory_r1.agents.extractor import EXTRACT_SYSTEM
-from memory_r1.agents.pipeline import Pipeline, namespace
+from memory_r1.agents.pipeline import Pipeline
+from memory_r1.agents.retrieval import bank_namespace
 from memory_r1.llm import Generation
 from memory_r1.types import Conversation, Session, Turn
 
@@ -97,12 +98,12 @@ def test_extraction_runs_ahead_and_the_manager_sees_the_bank_in_order(factory):
 
     # the manager of session 2 saw Ann's bank as session 1 left it, and its UPDATE landed
     assert llm.seen_existing == [[], [], ["Ann says: I live in Boston"], ["Ann says: I moved to Oslo"]]
-    ann = factory.bank(namespace("conv-x", "Ann"))
+    ann = factory.bank(bank_namespace("conv-x", "Ann"))
     assert sorted(m.text for m in ann.list()) == ["Ann says: I moved to Oslo", "Ann says: I started a pottery class"]
     moved = next(m for m in ann.list() if "Oslo" in m.text)
     assert [h.op for h in ann.history(moved.id)] == ["ADD", "UPDATE"]
     assert moved.timestamp == "2 May, 2023"
-    assert [m.text for m in factory.bank(namespace("conv-x", "Bo")).list()] == ["Bo says: I have a cat"]
+    assert [m.text for m in factory.bank(bank_namespace("conv-x", "Bo")).list()] == ["Bo says: I have a cat"]
 
 
 @pytest.mark.parametrize("ahead", [0, 100])
@@ -114,5 +115,5 @@ def test_window_size_changes_the_calls_not_the_bank(factory, ahead):
     else:  # everything extracted up front
         assert kinds == ["extract", "manager", "manager", "manager"] and len(llm.calls[0]) == 5
     assert stats.extraction_calls == 5 and stats.manager_calls == 4
-    ann = factory.bank(namespace("conv-x", "Ann"))
+    ann = factory.bank(bank_namespace("conv-x", "Ann"))
     assert sorted(m.text for m in ann.list()) == ["Ann says: I moved to Oslo", "Ann says: I started a pottery class"]

@@ -11,7 +11,8 @@ import uuid
 from memory_r1.agents.answerer import ANSWER_SYSTEM
 from memory_r1.agents.extractor import EXTRACT_SYSTEM
 from memory_r1.agents.manager import apply_operations, build_manager_messages, parse_operations
-from memory_r1.agents.pipeline import Pipeline, namespace
+from memory_r1.agents.pipeline import Pipeline
+from memory_r1.agents.retrieval import bank_namespace
 from memory_r1.llm import Generation
 from memory_r1.memory import BankFactory
 from memory_r1.types import QA, Conversation, MemoryOp, OpKind, Session, Turn
@@ -155,11 +156,11 @@ def test_trace_shows_each_turn_each_call_and_the_bank_around_it(factory):
 def test_tracing_does_not_change_the_banks(factory):
     conv = _conversation()
     Pipeline(ScriptedLLM(), factory.bank, CFG, trace=lambda e: None).ingest([conv])
-    traced = {ns: sorted(m.text for m in factory.bank(namespace("conv-x", ns)).list()) for ns in ("Ann", "Bo")}
+    traced = {ns: sorted(m.text for m in factory.bank(bank_namespace("conv-x", ns)).list()) for ns in ("Ann", "Bo")}
     other = BankFactory.open(path=":memory:", embedder=factory.embedder)
     try:
         Pipeline(ScriptedLLM(), other.bank, CFG).ingest([conv])
-        plain = {ns: sorted(m.text for m in other.bank(namespace("conv-x", ns)).list()) for ns in ("Ann", "Bo")}
+        plain = {ns: sorted(m.text for m in other.bank(bank_namespace("conv-x", ns)).list()) for ns in ("Ann", "Bo")}
     finally:
         other.close()
     assert traced == plain == {"Ann": ["Ann says: I moved to Oslo"], "Bo": ["Bo says: I have a cat"]}

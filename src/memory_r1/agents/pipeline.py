@@ -48,6 +48,7 @@ from memory_r1.agents.manager import (
     build_manager_messages,
     parse_operations,
 )
+from memory_r1.agents.retrieval import bank_namespace, per_speaker, related_memories
 from memory_r1.llm.base import LLM, SamplingParams
 from memory_r1.types import QA, Conversation, Turn
 
@@ -58,10 +59,6 @@ METHODS = ("memory-r1", "rag-turns", "full-context")
 
 def _memories(items) -> list[dict]:
     return [{"id": m.id, "text": m.text, "timestamp": m.timestamp} for m in items]
-
-
-def namespace(conversation_id: str, speaker: str) -> str:
-    return f"{conversation_id}/{speaker}"
 
 
 def sampling(cfg: dict) -> SamplingParams:
@@ -147,7 +144,7 @@ class Pipeline:
         for speaker in conv.speakers:
             turns = [t for t in all_turns if t.speaker == speaker]
             if turns:
-                self.bank_for(namespace(conv.conversation_id, speaker)).add_many(
+                self.bank_for(bank_namespace(conv.conversation_id, speaker)).add_many(
                     [t.render() for t in turns],
                     timestamps=[t.session_date for t in turns],
                     metadatas=[{"dia_id": t.dia_id} for t in turns],
@@ -216,7 +213,7 @@ class Pipeline:
                 if not parsed.ok:
                     stats.extraction_unparsed += 1
                     log.debug("extractor output without facts for %s: %r", turn.dia_id, g.text[:200])
-                ns = namespace(conv.conversation_id, turn.speaker)
+                ns = bank_namespace(conv.conversation_id, turn.speaker)
                 if self.trace:
                     self.trace({"event": "facts", "step": step, "conversation_id": conv.conversation_id,
                                 "namespace": ns, "session_date": date, "dia_id": turn.dia_id,
@@ -239,13 +236,7 @@ class Pipeline:
             # Memory Manager: related memories per fact, one call per (conversation, speaker, fact group)
             prompts, maps, shown = [], [], []
             for ns, _, facts in todo:
-                bank = self.bank_for(ns)
-                related, seen = [], set()
-                for hits in bank.search_many(facts, related_k) if len(bank) else []:
-                    for m in hits:
-                        if m.id not in seen and len(related) < max_related:
-                            seen.add(m.id)
-                            related.append(m)
+                related = related_memories(self.bank_for(ns), facts, related_k, max_related)
                 msgs, id_map = build_manager_messages(facts, related, owner=ns.split("/", 1)[1])
                 prompts.append(msgs)
                 maps.append(id_map)
@@ -303,9 +294,8 @@ class Pipeline:
             retrieved = [([], [])] * len(questions)
         else:
             k = int(acfg["top_k"])
-            hits_a = self._search(namespace(conv.conversation_id, a), texts, k)
-            hits_b = self._search(namespace(conv.conversation_id, b), texts, k)
-            retrieved = list(zip(hits_a, hits_b))
+            retrieved = per_speaker(self.bank_for(bank_namespace(conv.conversation_id, a)),
+                                    self.bank_for(bank_namespace(conv.conversation_id, b)), texts, k)
             prompts = [
                 build_answer_messages(q.question, a, ma, b, mb, distill=bool(acfg.get("distill", True)))
                 for q, (ma, mb) in zip(questions, retrieved)
@@ -341,12 +331,6 @@ class Pipeline:
                 }
             )
         return out
-
-    def _search(self, ns: str, texts: list[str], k: int) -> list[list]:
-        bank = self.bank_for(ns)
-        if not len(bank):
-            return [[] for _ in texts]
-        return bank.search_many(texts, k)
 
     def _full_context(self, conv: Conversation, acfg: dict) -> str:
         lines = []

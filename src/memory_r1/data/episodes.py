@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from memory_r1.agents.retrieval import bank_namespace, per_speaker, related_memories
 from memory_r1.types import QA, Conversation, MemoryItem, Session, Turn
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -151,13 +152,6 @@ def add_observations(bank, observations: Sequence[Observation]) -> list[MemoryIt
 # ------------------------------------------------------------------------------ banks
 
 
-def bank_namespace(conversation_id: str, speaker: str) -> str:
-    """The namespace of a speaker's bank, as :mod:`memory_r1.agents.pipeline` (and eval) name it."""
-    from memory_r1.agents.pipeline import namespace
-
-    return namespace(conversation_id, speaker)
-
-
 def observation_banks(
     conversations: Sequence[Conversation], factory: BankFactory, data: str | Path | None = None
 ) -> dict[str, int]:
@@ -206,15 +200,6 @@ def check_banks(conversations: Sequence[Conversation], factory: BankFactory) -> 
 # ------------------------------------------------------------------------------ rows
 
 
-def _search(factory: BankFactory, ns: str, queries: list[str], k: int) -> list[list[MemoryItem]]:
-    bank = factory.bank(ns)
-    if not queries:
-        return []
-    if k <= 0 or not len(bank):
-        return [[] for _ in queries]
-    return bank.search_many(queries, k)
-
-
 def _questions_of(split: Split, conv: Conversation, exclude_qids: Collection[str] = ()) -> list[QA]:
     return [q for q in split.questions() if q.conversation_id == conv.conversation_id and q.qid not in exclude_qids]
 
@@ -242,9 +227,9 @@ def answer_rows(
         qs = _questions_of(split, conv, exclude_qids)
         a, b = conv.speakers
         texts = [q.question for q in qs]
-        hits_a = _search(factory, bank_namespace(conv.conversation_id, a), texts, top_k)
-        hits_b = _search(factory, bank_namespace(conv.conversation_id, b), texts, top_k)
-        for q, ma, mb in zip(qs, hits_a, hits_b, strict=True):
+        hits = per_speaker(factory.bank(bank_namespace(conv.conversation_id, a)),
+                           factory.bank(bank_namespace(conv.conversation_id, b)), texts, top_k)
+        for q, (ma, mb) in zip(qs, hits, strict=True):
             rows.append(
                 {
                     "data_source": ANSWER_SOURCE,
@@ -334,21 +319,6 @@ def compact_snapshot(snapshot: dict) -> dict:
     out["history"] = []
     out["memories"] = [{k: v for k, v in m.items() if k != "vector"} for m in snapshot.get("memories", [])]
     return out
-
-
-def related_memories(bank, facts: list[str], related_k: int, max_related: int) -> list[MemoryItem]:
-    """The owner's memories related to the new facts, as :class:`~memory_r1.agents.pipeline.Pipeline`
-    picks them: ``related_k`` per fact, first come first kept, at most ``max_related``."""
-    related: list[MemoryItem] = []
-    seen: set[str] = set()
-    if not facts or not len(bank) or related_k <= 0:
-        return related
-    for hits in bank.search_many(facts, related_k):
-        for m in hits:
-            if m.id not in seen and len(related) < max_related:
-                seen.add(m.id)
-                related.append(m)
-    return related
 
 
 def _manager_row(

@@ -432,7 +432,8 @@ def run_eval(req: EvalRequest) -> Path:
     """Run (or resume) one evaluation; returns the output folder."""
     import random
 
-    from memory_r1.agents.pipeline import Pipeline, batched, namespace, session_chunks
+    from memory_r1.agents.pipeline import Pipeline, batched, session_chunks
+    from memory_r1.agents.retrieval import bank_namespace
     from memory_r1.data import load_split, resolve_locomo_path
     from memory_r1.eval.judge import control_accuracy
     from memory_r1.eval.report import summary_markdown, summary_table
@@ -499,7 +500,7 @@ def run_eval(req: EvalRequest) -> Path:
             if pending and req.method != "full-context":
                 for conv in pending:  # a killed ingestion left partial banks: start them again
                     for sp in conv.speakers:
-                        store.bank(namespace(conv.conversation_id, sp)).clear()
+                        store.bank(bank_namespace(conv.conversation_id, sp)).clear()
                 max_sessions = (cfg.get("ingest") or {}).get("max_sessions")
                 total = sum(len(t) for c in pending for _, t in session_chunks(c, 0, max_sessions))
                 step = progress.task("ingest turns", total)

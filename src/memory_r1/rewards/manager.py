@@ -124,6 +124,7 @@ async def manager_reward(
     scratch banks (default: :func:`default_factory`). ``top_k``: memories per speaker for the
     answerer (default: the row's)."""
     from memory_r1.agents.manager import apply_operations, parse_operations
+    from memory_r1.agents.retrieval import per_speaker
 
     if metric not in METRICS:
         raise ValueError(f"unknown manager reward metric {metric!r}; choose from {', '.join(METRICS)}")
@@ -153,14 +154,13 @@ async def manager_reward(
             banks[sp] = bank
         stats = apply_operations(banks[owner], parsed.ops, timestamp=str(extra_info.get("timestamp", "")))
         texts = [str(q["question"]) for q in questions]
-        hits = {sp: (banks[sp].search_many(texts, k) if len(banks[sp]) and k > 0 else [[] for _ in texts])
-                for sp in speakers}
+        a, b = speakers
+        hits = per_speaker(banks[a], banks[b], texts, k)
     finally:
         for name in names.values():
             factory.drop(name)
-    a, b = speakers
     answers = await asyncio.gather(
-        *[_maybe_await(answerer.answer(t, ma, mb, speakers=(a, b))) for t, ma, mb in zip(texts, hits[a], hits[b])]
+        *[_maybe_await(answerer.answer(t, ma, mb, speakers=(a, b))) for t, (ma, mb) in zip(texts, hits)]
     )
     answers = [str(x) for x in answers]
     per_q = score_answers(answers, [str(q["answer"]) for q in questions], metric)
