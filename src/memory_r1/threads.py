@@ -25,8 +25,8 @@ OMP_NUM_THREADS / MKL_NUM_THREADS, or an explicit ``num_threads``, always win.
 
 verl's Ray worker processes are another regime (several processes of one run on the same cores):
 they use :func:`worker_threads` (``$MEMR1_CPU_THREADS``, default all cores) with
-``OMP_WAIT_POLICY=PASSIVE`` in their environment (``train/backends/verl_cpu.py``: spinning made
-their 2-thread steps 2-4x slower there).
+``OMP_WAIT_POLICY=PASSIVE`` in their environment (:func:`worker_env`, given to every Ray process by
+``train/verl/cpu/``: spinning made their 2-thread steps 2-4x slower there).
 """
 
 from __future__ import annotations
@@ -137,3 +137,16 @@ def worker_threads() -> int:
     except ValueError:
         n = 0
     return n if n > 0 else usable_cores()
+
+
+def worker_env(threads: int | None = None) -> dict[str, str]:
+    """The thread settings of a verl worker process, as environment variables (Ray passes them to
+    every process it starts): ``threads`` (default :func:`worker_threads`) for torch and OpenMP, and
+    idle OpenMP threads that sleep instead of spinning (on a busy machine, more runnable threads than
+    cores, spinning made 2-thread matmuls 2-4x slower than 1 thread; passive keeps 2 threads >= 1).
+
+    >>> worker_env(3) == {"MEMR1_CPU_THREADS": "3", "OMP_NUM_THREADS": "3", "OMP_WAIT_POLICY": "PASSIVE"}
+    True
+    """
+    n = str(threads or worker_threads())
+    return {WORKER_THREADS_ENV: n, "OMP_NUM_THREADS": n, "OMP_WAIT_POLICY": "PASSIVE"}

@@ -1,4 +1,4 @@
-"""verl 0.9.1's own trainer on CPU (memory_r1.train.backends.verl_cpu): a real 2-step GRPO run with the
+"""verl 0.9.1's own trainer on CPU (memory_r1.train.verl.cpu): a real 2-step GRPO run with the
 SmolLM2-135M backbone, checked through the saved HF checkpoint and verl's JSONL metrics."""
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def test_hf_rollout_server_batches_and_reports_trainer_log_probs() -> None:
 
     from memory_r1.backbones import resolve_backbone
     from memory_r1.llm.hf import ensure_hf_checkpoint
-    from memory_r1.train.backends.verl_cpu import HFRolloutServer
+    from memory_r1.train.verl.cpu.rollout_server import HFRolloutServer
 
     path = str(ensure_hf_checkpoint(resolve_backbone("smollm2-135m")))
     cfg = OmegaConf.create({"prompt_length": 64, "response_length": 12, "dtype": "float32", "max_num_seqs": 64})

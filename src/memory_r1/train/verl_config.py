@@ -5,7 +5,7 @@ A training recipe (``recipes/{backbone}/{answer,manager}/{grpo,ppo}.yaml``) hold
 
     stage: answer                 # answer | manager
     algo: grpo                    # grpo | ppo (must agree with verl's algorithm.adv_estimator)
-    device: cpu                   # cpu: our CPU stack (memory_r1.train.backends.verl_cpu); gpu: verl's own
+    device: cpu                   # cpu: our CPU stack (memory_r1.train.verl.cpu); gpu: verl's own
     dtype: auto                   # CPU only: bf16 where this CPU runs it natively, else fp32 (measured)
     episodes: {source: observations, top_k: 5, distill: false, ...}
     reward: {name: answer_f1}     # answer_em | answer_f1 | manager_em | manager_f1 (+ answerer for the manager)

@@ -3,7 +3,7 @@
 :func:`compose_config` composes verl's installed ``ppo_trainer`` config (the one ``python -m
 verl.trainer.main_ppo`` uses) with a list of overrides; :func:`run_verl` does what ``main_ppo.main``
 does (device auto-set, config validation, ``run_ppo`` with the V1 task runner), by default on CPU
-(:mod:`memory_r1.train.backends.verl_cpu`), and always shuts down the Ray cluster it started.
+(:mod:`memory_r1.train.verl.cpu`), and always shuts down the Ray cluster it started.
 
     from memory_r1.train.backends.verl_runner import run_verl
     run = run_verl([
@@ -55,7 +55,7 @@ def compose_config(overrides: list[str], *, cpu: bool = True, config_name: str =
     from hydra.core.global_hydra import GlobalHydra
 
     if cpu:
-        from memory_r1.train.backends.verl_cpu import cpu_overrides
+        from memory_r1.train.verl.cpu import cpu_overrides
 
         overrides = _merge_overrides(cpu_overrides(), overrides)
     if GlobalHydra.instance().is_initialized():
@@ -164,8 +164,8 @@ def run_verl(
 ) -> VerlRun:
     """Compose verl's ``ppo_trainer`` config with ``overrides`` and train (``run_ppo``).
 
-    ``cpu``: run on this machine's CPU (:mod:`verl_cpu` platform, engines, ``hf`` rollout and
-    :func:`~memory_r1.train.backends.verl_cpu.cpu_overrides` first). ``metrics_path``: JSONL file for
+    ``cpu``: run on this machine's CPU (:mod:`memory_r1.train.verl.cpu` platform, engines, ``hf`` rollout
+    and :func:`~memory_r1.train.verl.cpu.settings.cpu_overrides` first). ``metrics_path``: JSONL file for
     verl's ``file`` logger. Unless ``overrides`` set ``trainer.logger``, it is ``[console,file]``
     (with ``metrics_path``) or ``[console]`` (verl's default also wants wandb). Ray is started by
     verl with the config's ``ray_kwargs``; if this call started it, it is shut down at the end, also
@@ -181,7 +181,7 @@ def run_verl(
     if not any(_key(o) == "trainer.logger" for o in overrides):  # verl's default includes wandb
         overrides.append("trainer.logger=[console,file]" if metrics_path is not None else "trainer.logger=[console]")
     if cpu:
-        from memory_r1.train.backends import verl_cpu
+        from memory_r1.train.verl import cpu as verl_cpu
 
         verl_cpu.use_cpu_platform()
         env = {**verl_cpu.env_for_workers(), **extra_env}
