@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="texts embedded to measure throughput when the corpus vectors come from the cache")
     args = ap.parse_args(argv)
     if args.vectors_cache is None:
-        from memory_r1.data.paths import cache_dir
+        from memory_r1.paths import cache_dir
 
         args.vectors_cache = cache_dir() / "bench"
 

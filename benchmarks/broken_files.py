@@ -134,7 +134,7 @@ def main() -> None:
     from typer.testing import CliRunner
 
     from memory_r1.cli import app
-    from memory_r1.data.paths import resolve_locomo_path
+    from memory_r1.paths import resolve_locomo_path
 
     source = resolve_locomo_path(args.data)
     base = json.loads(source.read_text())

@@ -10,7 +10,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def locomo_path() -> Path:
-    from memory_r1.data.paths import resolve_locomo_path
+    from memory_r1.paths import resolve_locomo_path
 
     return resolve_locomo_path()
 

@@ -105,7 +105,7 @@ def test_training_precision_follows_the_cpu(cache, monkeypatch):
 def test_a_recipe_setting_its_own_precision_keeps_it(cache, monkeypatch):
     import yaml
 
-    from memory_r1.data.paths import repo_root
+    from memory_r1.paths import repo_root
     from memory_r1.train.verl_config import recipe_to_overrides
 
     monkeypatch.setenv(hardware.DTYPE_ENV, "float32")

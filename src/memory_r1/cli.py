@@ -97,8 +97,9 @@ def data_stats(
     data: DataOpt = None,
 ) -> None:
     """Conversations, sessions, turns and QA per category for each split."""
-    from memory_r1.data import SPLITS, DataNotFoundError, LocomoDataError, load_locomo, resolve_locomo_path
+    from memory_r1.data import SPLITS, LocomoDataError, load_locomo
     from memory_r1.data.splits import split_conversations
+    from memory_r1.paths import DataNotFoundError, resolve_locomo_path
 
     names = split or list(SPLITS)
     try:
@@ -140,7 +141,7 @@ def data_download(
     ] = None,
 ) -> None:
     """Fetch the pinned locomo10.json into the user cache; refuse a file whose sha256 differs."""
-    from memory_r1.data.paths import LOCOMO_URL, DownloadError, download_locomo
+    from memory_r1.data.download import LOCOMO_URL, DownloadError, download_locomo
 
     try:
         path = download_locomo(dest, url=url or LOCOMO_URL)
@@ -152,8 +153,8 @@ def data_download(
 @data_app.command("validate")
 def data_validate(data: DataOpt = None) -> None:
     """Load and check a LoCoMo file; one line per problem found (the first one), exit 2 if bad."""
-    from memory_r1.data import DataNotFoundError, LocomoDataError, load_locomo, resolve_locomo_path
-    from memory_r1.data.paths import sha256_file
+    from memory_r1.data import LocomoDataError, load_locomo
+    from memory_r1.paths import DataNotFoundError, resolve_locomo_path, sha256_file
 
     try:
         path = resolve_locomo_path(data)
@@ -165,7 +166,7 @@ def data_validate(data: DataOpt = None) -> None:
 
 
 def _benchmarks_dir() -> Path:
-    from memory_r1.data.paths import repo_root
+    from memory_r1.paths import repo_root
 
     return repo_root() / "benchmarks"
 

@@ -18,7 +18,7 @@ class RecipeError(ValueError):
 
 
 def recipes_dir() -> Path:
-    from memory_r1.data.paths import repo_root
+    from memory_r1.paths import repo_root
 
     return repo_root() / "recipes"
 

@@ -40,7 +40,7 @@ def _meminfo() -> dict:
 
 
 def _data() -> dict:
-    from memory_r1.data.paths import candidate_paths, resolve_gold_audit_path, resolve_locomo_path
+    from memory_r1.paths import candidate_paths, resolve_gold_audit_path, resolve_locomo_path
 
     out: dict = {"looked_at": [f"{src}: {p}" for src, p in candidate_paths()]}
     try:
@@ -57,7 +57,7 @@ def _data() -> dict:
 
 def _models() -> dict:
     from memory_r1.backbones import BackboneNotFoundError, describe_backbones, resolve_backbone
-    from memory_r1.data.paths import cache_dir
+    from memory_r1.paths import cache_dir
 
     out: dict = {"cache_dir": str(cache_dir()), "backbones": {}}
     with contextlib.suppress(Exception):  # a registry problem must not stop the rest of the report

@@ -133,7 +133,7 @@ def _cache_key(info: dict, threads: int) -> str:
 
 
 def _cache_file(key: str) -> Path:
-    from memory_r1.data.paths import cache_dir
+    from memory_r1.paths import cache_dir
 
     return cache_dir() / "hardware" / f"cpu-{key}.json"
 

@@ -8,10 +8,10 @@ import shutil
 
 import pytest
 
+from memory_r1 import paths as data_paths
 from memory_r1.data import load_split
-from memory_r1.data import paths as data_paths
 from memory_r1.data.audit import GoldAuditError, find_gold_audit, load_gold_audit
-from memory_r1.data.paths import DataNotFoundError, resolve_gold_audit_path
+from memory_r1.paths import DataNotFoundError, resolve_gold_audit_path
 
 SHARED_AUDIT = data_paths.repo_root().parent / "shared" / "data" / "locomo" / "gold_audit.json"
 pytestmark = pytest.mark.skipif(not SHARED_AUDIT.is_file(), reason="no gold_audit.json in ../shared")

@@ -142,7 +142,7 @@ def test_files_views_and_judges(tmp_path, val):
 
 
 def test_no_audit_is_said(tmp_path, val, monkeypatch):
-    from memory_r1.data import paths
+    from memory_r1 import paths
 
     monkeypatch.setattr(paths, "resolve_gold_audit_path", lambda *a, **k: None)
     make_folder(tmp_path / "a", val, lambda i: True)

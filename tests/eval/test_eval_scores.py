@@ -128,7 +128,7 @@ def test_a_folder_without_prompt_in_its_manifest_resumes_as_mem0(tmp_path):
 
 
 def test_missing_audit_is_said_in_the_summary(tmp_path, fake, monkeypatch):
-    from memory_r1.data import paths
+    from memory_r1 import paths
 
     monkeypatch.setenv("MEMR1_GOLD_AUDIT", str(tmp_path / "absent.json"))
     out = run_eval(_req(tmp_path))

@@ -113,16 +113,17 @@ def load_gold_audit(path: str | Path, questions: Iterable[QA] | None = None) -> 
 def find_gold_audit(
     explicit: str | Path | None = None, data: str | Path | None = None, check: bool = True
 ) -> GoldAudit | None:
-    """The audit found as the data file is (:func:`~memory_r1.data.paths.resolve_gold_audit_path`),
+    """The audit found as the data file is (:func:`~memory_r1.paths.resolve_gold_audit_path`),
     checked against every question of the LoCoMo file in use when ``check``; None when there is none."""
-    from memory_r1.data.paths import resolve_gold_audit_path
+    from memory_r1.paths import resolve_gold_audit_path
 
     path = resolve_gold_audit_path(explicit, data)
     if path is None:
         return None
     questions = None
     if check:
-        from memory_r1.data import load_locomo, resolve_locomo_path
+        from memory_r1.data import load_locomo
+        from memory_r1.paths import resolve_locomo_path
 
         questions = [q for c in load_locomo(resolve_locomo_path(data)) for q in c.qa]
     return load_gold_audit(path, questions)

@@ -98,10 +98,10 @@ def load_observations(
 ) -> dict[str, list[Observation]]:
     """``{conversation_id: [Observation, ...]}`` from the raw LoCoMo file (sessions in order).
 
-    The file is found like every LoCoMo read (:func:`~memory_r1.data.paths.resolve_locomo_path`).
+    The file is found like every LoCoMo read (:func:`~memory_r1.paths.resolve_locomo_path`).
     Evidence-style ids are normalised (``D30:05`` -> ``D30:5``); a fact may cite several turns."""
     from memory_r1.data.locomo import normalise_evidence, read_json
-    from memory_r1.data.paths import resolve_locomo_path
+    from memory_r1.paths import resolve_locomo_path
 
     path = resolve_locomo_path(data)
     raw = read_json(path)  # a file that cannot be read or decoded: one LocomoDataError naming the place

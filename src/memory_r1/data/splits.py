@@ -73,7 +73,7 @@ def load_split(
 ) -> Split:
     """Resolve the LoCoMo file, load it and return the named split (optionally a subset of it)."""
     from memory_r1.data.locomo import load_locomo
-    from memory_r1.data.paths import resolve_locomo_path
+    from memory_r1.paths import resolve_locomo_path
 
     split = split_conversations(load_locomo(resolve_locomo_path(data)), name, include_adversarial)
     if conversations:

@@ -505,9 +505,8 @@ def eval_finished(step: Step, args: list[str], data: Path | None) -> bool:
 
 def _eval_config(args: list[str], data: Path | None) -> dict:
     """The resolved eval config a ``memr1 eval`` argument list asks for (as the folder's manifest holds it)."""
-    from memory_r1.data import resolve_locomo_path
-    from memory_r1.data.paths import sha256_file
     from memory_r1.eval.runner import EvalRequest, resolve_config
+    from memory_r1.paths import resolve_locomo_path, sha256_file
 
     opts, overrides = _parse_eval_args(args)
     req = EvalRequest(backbone=opts["--backbone"], split=opts["--split"], method=opts["--method"],

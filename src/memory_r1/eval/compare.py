@@ -506,7 +506,7 @@ def compare_folders(base: str | Path, runs: list[str | Path], *, out: Path | Non
                     data: str | Path | None = None) -> Path:
     """Load the folders, compare them, write the three files; returns the output folder."""
     from memory_r1.data.audit import GoldAuditError, find_gold_audit
-    from memory_r1.data.paths import DataNotFoundError
+    from memory_r1.paths import DataNotFoundError
 
     folders = [Path(base), *(Path(r) for r in runs)]
     names = names or unique_names([f.resolve() for f in folders])

@@ -59,7 +59,7 @@ class EvalRequest:
     qdrant_url: str | None = None
     show_progress: bool = True
     reuse_banks: Path | None = None  # another eval folder whose finished banks this one starts from
-    gold_audit: Path | None = None  # default: found as the data file is (data/paths.py)
+    gold_audit: Path | None = None  # default: found as the data file is (memory_r1/paths.py)
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -158,7 +158,7 @@ def host_info(dtype: object = "auto") -> dict:
 
 
 def git_commit() -> str | None:
-    from memory_r1.data.paths import repo_root
+    from memory_r1.paths import repo_root
 
     try:
         res = subprocess.run(
@@ -284,7 +284,7 @@ class _Progress:
 
 
 def _data_sha(path: Path) -> str:
-    from memory_r1.data.paths import sha256_file
+    from memory_r1.paths import sha256_file
 
     return sha256_file(path)
 
@@ -355,8 +355,8 @@ def _load_llms(cfg: dict):
 
 def _load_judge(cfg: dict, main_llm, out: Path):
     from memory_r1.agents.pipeline import sampling
-    from memory_r1.data.paths import cache_dir
     from memory_r1.eval.judge import Judge, JudgeCache
+    from memory_r1.paths import cache_dir
 
     jcfg = cfg.get("judge") or {}
     backend = str(jcfg.get("backend", "none"))
@@ -418,8 +418,8 @@ def _gold_audit_view(records: list[dict], req: EvalRequest) -> dict:
     """The score without the audited-wrong gold answers; an absent or unreadable audit is said so in
     the summary, never a failure of the run."""
     from memory_r1.data.audit import GoldAuditError, find_gold_audit
-    from memory_r1.data.paths import DataNotFoundError
     from memory_r1.eval.report import gold_audit_view
+    from memory_r1.paths import DataNotFoundError
 
     try:
         return gold_audit_view(records, find_gold_audit(req.gold_audit, req.data))
@@ -434,10 +434,11 @@ def run_eval(req: EvalRequest) -> Path:
 
     from memory_r1.agents.pipeline import Pipeline, batched, session_chunks
     from memory_r1.agents.retrieval import bank_namespace
-    from memory_r1.data import load_split, resolve_locomo_path
+    from memory_r1.data import load_split
     from memory_r1.eval.judge import control_accuracy
     from memory_r1.eval.report import summary_markdown, summary_table
     from memory_r1.metrics import answer_scores
+    from memory_r1.paths import resolve_locomo_path
 
     cfg = resolve_config(req)
     data_path = resolve_locomo_path(req.data)

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memory_r1.backbones import DEFAULT_BACKBONE, ResolvedBackbone, resolve_backbone
-from memory_r1.data.paths import cache_dir, sha256_file
 from memory_r1.llm import cpu_attention, cpu_linear
 from memory_r1.llm.base import (
     ClosingMixin,
@@ -46,6 +45,7 @@ from memory_r1.llm.base import (
     release_model,
     validate_conversations,
 )
+from memory_r1.paths import cache_dir, sha256_file
 from memory_r1.threads import CpuLoadMeter, configure_threads, user_set_threads
 
 if TYPE_CHECKING:  # pragma: no cover

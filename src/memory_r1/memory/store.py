@@ -111,7 +111,7 @@ def default_store_path(backend: str = "qdrant") -> Path:
     """$MEMR1_MEMORY_DIR/<backend>, else <memr1 cache dir>/memory/<backend>."""
     if os.environ.get(STORE_DIR_ENV):
         return Path(os.environ[STORE_DIR_ENV]).expanduser() / backend
-    from memory_r1.data.paths import cache_dir
+    from memory_r1.paths import cache_dir
 
     return cache_dir() / "memory" / backend
 

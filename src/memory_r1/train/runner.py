@@ -211,8 +211,8 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def _manifest(req: TrainRequest, recipe: dict, recipe_file: Path, model_dir: Path, info: dict) -> dict:
-    from memory_r1.data.paths import resolve_locomo_path, sha256_file
     from memory_r1.eval.runner import git_commit, host_info, package_versions
+    from memory_r1.paths import resolve_locomo_path, sha256_file
 
     data_path = resolve_locomo_path(req.data)
     req_d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(req).items()}

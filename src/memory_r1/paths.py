@@ -1,6 +1,9 @@
-"""Where the LoCoMo file (and its gold-answer audit) is found, and the pinned download.
+"""Where things are: the checkout (:func:`repo_root`), the user cache (:func:`cache_dir`: downloaded
+data, converted models, CPU profiles, the judge cache, the default store path), the LoCoMo file and
+its gold-answer audit. A base module: it imports nothing of ours, so every room may use it. The
+pinned download is :mod:`memory_r1.data.download`.
 
-Resolution order: an explicit path (`--data`), env `MEMR1_LOCOMO`, `../shared/data/locomo/locomo10.json`
+Resolution order of the LoCoMo file: an explicit path (`--data`), env `MEMR1_LOCOMO`, `../shared/data/locomo/locomo10.json`
 beside the repository, then the user cache (`memr1 data download` puts it there).
 
 The audit of wrong gold answers (``gold_audit.json``, see :mod:`memory_r1.data.audit`) is found the
@@ -13,18 +16,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 LOCOMO_FILENAME = "locomo10.json"
-LOCOMO_SHA256 = "79fa87e90f04081343b8c8debecb80a9a6842b76a7aa537dc9fdf651ea698ff4"
-LOCOMO_URL = (
-    "https://raw.githubusercontent.com/snap-research/LoCoMo/"
-    "3eb6f2c585f5e1699204e3c3bdf7adc5c28cb376/data/locomo10.json"
-)
 ENV_VAR = "MEMR1_LOCOMO"
 AUDIT_FILENAME = "gold_audit.json"
 AUDIT_ENV_VAR = "MEMR1_GOLD_AUDIT"
@@ -34,13 +30,9 @@ class DataNotFoundError(FileNotFoundError):
     """No LoCoMo file at any of the places looked at."""
 
 
-class DownloadError(RuntimeError):
-    """The pinned download failed (no network, wrong checksum)."""
-
-
 def repo_root() -> Path:
     """The checkout this package is installed from (src layout: <root>/src/memory_r1)."""
-    return Path(__file__).resolve().parents[3]
+    return Path(__file__).resolve().parents[2]
 
 
 def cache_dir() -> Path:
@@ -116,35 +108,9 @@ def resolve_gold_audit_path(
 
 
 def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def download_locomo(
-    dest: Path | None = None,
-    url: str = LOCOMO_URL,
-    sha256: str = LOCOMO_SHA256,
-    timeout: float = 30.0,
-) -> Path:
-    """Fetch the pinned file into the cache; refuse (and keep nothing of) a file whose sha256 differs."""
-    dest = dest or cache_dir() / "data" / LOCOMO_FILENAME
-    if dest.is_file() and sha256_file(dest) == sha256:
-        log.info("already present with the pinned sha256: %s", dest)
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            payload = resp.read()
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise DownloadError(f"cannot download LoCoMo from {url}: {reason} (no network?)") from exc
-    got = hashlib.sha256(payload).hexdigest()
-    if got != sha256:
-        raise DownloadError(f"refused download from {url}: sha256 {got} != pinned {sha256}")
-    from memory_r1.runs import atomic_write
-
-    atomic_write(dest, payload)  # whole, with the umask's mode (mkstemp would leave it 0600)
-    return dest
