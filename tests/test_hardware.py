@@ -92,7 +92,7 @@ def test_hf_resolve_dtype_uses_the_measured_choice_on_cpu_only(cache, monkeypatc
 
 
 def test_training_precision_follows_the_cpu(cache, monkeypatch):
-    from memory_r1.train.verl_config import PRECISION_KEYS, precision_overrides
+    from memory_r1.train.verl.overrides import PRECISION_KEYS, precision_overrides
 
     monkeypatch.setenv(hardware.DTYPE_ENV, "float32")
     fp32 = precision_overrides("auto", critic=True)
@@ -106,7 +106,7 @@ def test_a_recipe_setting_its_own_precision_keeps_it(cache, monkeypatch):
     import yaml
 
     from memory_r1.paths import repo_root
-    from memory_r1.train.verl_config import recipe_to_overrides
+    from memory_r1.train.verl.overrides import recipe_to_overrides
 
     monkeypatch.setenv(hardware.DTYPE_ENV, "float32")
     recipe = yaml.safe_load((repo_root() / "recipes/smollm2-135m/answer/ppo.yaml").read_text())

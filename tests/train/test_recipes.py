@@ -11,10 +11,10 @@ import pytest
 pytest.importorskip("verl")
 
 from memory_r1.config import load_recipe, recipes_dir  # noqa: E402
-from memory_r1.train.verl_config import (  # noqa: E402
+from memory_r1.train.verl.config import compose_config, compose_recipe  # noqa: E402
+from memory_r1.train.verl.overrides import (  # noqa: E402
     RecipeSchemaError,
     check_recipe,
-    compose_recipe,
     flatten_verl,
     hydra_value,
     recipe_to_overrides,
@@ -74,7 +74,7 @@ def test_recipe_composes_against_verls_schema(path: Path, model_dir: Path, tmp_p
         got = OmegaConf.select(cfg, key.lstrip("+"))
         got = OmegaConf.to_container(got) if OmegaConf.is_config(got) else got
         assert got == value, f"{key}: recipe {value!r}, verl config {got!r}"
-    assert cfg.reward.custom_reward_function.path == "pkg://memory_r1.rewards.verl_reward"
+    assert cfg.reward.custom_reward_function.path == "pkg://memory_r1.train.verl.reward"
     assert "hf_model" in cfg.actor_rollout_ref.actor.checkpoint.save_contents
     assert cfg.actor_rollout_ref.rollout.val_kwargs.do_sample is False  # greedy validation
     assert cfg.actor_rollout_ref.rollout.temperature == 1.0
@@ -147,8 +147,6 @@ def test_run_specific_overrides():
 
 
 def test_hydra_values_round_trip():
-    from memory_r1.train.backends.verl_runner import compose_config
-
     cfg = compose_config([f"trainer.project_name={hydra_value('a b:c')}", f"trainer.logger={hydra_value(['console'])}",
                           f"trainer.experiment_name={hydra_value('true')}"], cpu=False)
     assert cfg.trainer.project_name == "a b:c" and list(cfg.trainer.logger) == ["console"]

@@ -423,15 +423,15 @@ def check_plan(plan: Plan, steps: list[Step] | None = None, *, compose_verl: boo
                                 f"{where} train")
             key = (str(rpath), tuple(c["overrides"]))
             if compose_verl and key not in composed:
-                from memory_r1.train.runner import _check_verl_keys
+                from memory_r1.train.verl.config import compose_recipe
 
                 try:
-                    _check_verl_keys(recipe)
+                    compose_recipe(recipe, check=False)
                 except Exception as exc:  # noqa: BLE001 - Hydra's error, one line
                     raise PlanError(f"{where}: train {c['stage']}/{c['algo']}: verl refuses the config: "
                                     f"{' '.join(str(exc).split())[:300]}") from None
                 composed.add(key)
-            from memory_r1.train.verl_config import flatten_verl
+            from memory_r1.train.verl.overrides import flatten_verl
 
             flat = flatten_verl(recipe["verl"])
             eps = recipe.get("episodes") or {}

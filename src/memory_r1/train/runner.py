@@ -117,7 +117,7 @@ def apply_train_overrides(recipe: dict, overrides: list[str]) -> dict:
 
 def resolve_recipe(req: TrainRequest) -> tuple[dict, Path]:
     from memory_r1.config import load_recipe, recipe_path
-    from memory_r1.train.verl_config import ALGOS, check_recipe
+    from memory_r1.train.verl.overrides import ALGOS, check_recipe
 
     if req.stage not in ("answer", "manager"):
         raise TrainError(f"unknown stage {req.stage!r}; choose answer or manager")
@@ -236,12 +236,26 @@ def _manifest(req: TrainRequest, recipe: dict, recipe_file: Path, model_dir: Pat
 # ------------------------------------------------------------------------------ run
 
 
-def prepare(req: TrainRequest) -> tuple[dict, list[str], Path, Path]:
-    """Resolve the recipe, check the folder, build (or reuse) the episodes and write everything but
-    the training outputs. Returns (recipe, overrides, out folder, model dir)."""
+@dataclass
+class Prepared:
+    """A run folder ready to train: the resolved recipe, the Hydra overrides (``overrides.txt``), and
+    verl's config composed and validated once (:class:`~memory_r1.train.verl.config.VerlJob`)."""
+
+    recipe: dict
+    overrides: list[str]
+    out: Path
+    model_dir: Path
+    job: object  # VerlJob
+
+
+def prepare(req: TrainRequest) -> Prepared:
+    """Resolve the recipe, check the folder, compose and validate verl's config (before any episode
+    is built: a key verl does not have fails here), build (or reuse) the episodes and write
+    everything but the training outputs."""
     from memory_r1.data.episodes import read_rows, row_stats, write_rows
     from memory_r1.train.stages import build_episodes
-    from memory_r1.train.verl_config import flatten_verl, recipe_to_overrides
+    from memory_r1.train.verl.config import build_job
+    from memory_r1.train.verl.overrides import flatten_verl, recipe_to_overrides
 
     recipe, recipe_file = resolve_recipe(req)
     out = Path(req.out or default_out_dir(req)).resolve()
@@ -252,10 +266,21 @@ def prepare(req: TrainRequest) -> tuple[dict, list[str], Path, Path]:
         old = yaml.safe_load(stored.read_text())
         if _resume_key(old) != _resume_key(json.loads(json.dumps(recipe))):
             raise TrainError(f"{out} was trained with another recipe (see {stored}); use another --out")
-    _check_verl_keys(recipe)  # fail on a key verl does not have before building any episode
-    out.mkdir(parents=True, exist_ok=True)
     model_dir = hf_model_dir(req.init or req.backbone)
     train_file, val_file = out / "episodes" / "train.parquet", out / "episodes" / "val.parquet"
+    overrides = recipe_to_overrides(
+        recipe,
+        model_path=model_dir,
+        train_files=train_file,
+        val_files=val_file,
+        out_dir=out,
+        experiment_name=out.name,
+        resume=req.resume,
+        ray_address=req.ray_address,
+        reward_log=out / "rewards.jsonl",
+    )
+    job = build_job(overrides, cpu=recipe["device"] == "cpu", metrics_path=out / "metrics.jsonl")
+    out.mkdir(parents=True, exist_ok=True)
     seed = int(recipe.get("seed", 0))
     _seed_everything(seed)
     if req.resume and train_file.exists():
@@ -278,17 +303,6 @@ def prepare(req: TrainRequest) -> tuple[dict, list[str], Path, Path]:
     if info["prompt_tokens"].get("over_limit"):
         log.warning("%d of %d training prompts are longer than data.max_prompt_length=%s (verl drops them)",
                     info["prompt_tokens"]["over_limit"], info["prompt_tokens"]["rows"], max_prompt)
-    overrides = recipe_to_overrides(
-        recipe,
-        model_path=model_dir,
-        train_files=train_file,
-        val_files=val_file,
-        out_dir=out,
-        experiment_name=out.name,
-        resume=req.resume,
-        ray_address=req.ray_address,
-        reward_log=out / "rewards.jsonl",
-    )
     _atomic_write(stored, yaml.safe_dump(json.loads(json.dumps(recipe)), sort_keys=False))
     _atomic_write(out / "overrides.txt", "\n".join(overrides) + "\n")
     manifest = _manifest(req, recipe, recipe_file, model_dir, info)
@@ -297,7 +311,7 @@ def prepare(req: TrainRequest) -> tuple[dict, list[str], Path, Path]:
         manifest["started"] = old.get("started", manifest["started"])
         manifest["resumed"] = int(old.get("resumed", 0)) + (1 if req.resume else 0)
     _atomic_write(out / "manifest.json", json.dumps(manifest, indent=2, default=str))
-    return recipe, overrides, out, model_dir
+    return Prepared(recipe, overrides, out, model_dir, job)
 
 
 #: verl keys a resumed run may change (train for longer, save or validate at other steps)
@@ -305,19 +319,11 @@ RESUMABLE_KEYS = ("trainer.total_training_steps", "trainer.total_epochs", "train
 
 
 def _resume_key(recipe: dict) -> dict:
-    from memory_r1.train.verl_config import flatten_verl
+    from memory_r1.train.verl.overrides import flatten_verl
 
     out = {k: v for k, v in recipe.items() if k != "verl"}
     out["verl"] = {k: v for k, v in flatten_verl(recipe.get("verl") or {}).items() if k not in RESUMABLE_KEYS}
     return out
-
-
-def _check_verl_keys(recipe: dict) -> None:
-    """Compose verl's config with the recipe's keys (Hydra refuses a key verl does not have)."""
-    from memory_r1.train.backends.verl_runner import compose_config
-    from memory_r1.train.verl_config import recipe_to_overrides
-
-    compose_config(recipe_to_overrides(recipe), cpu=recipe["device"] == "cpu")
 
 
 def _seed_everything(seed: int) -> None:
@@ -367,27 +373,22 @@ def _set_aside(path: Path) -> None:
 def run_training(req: TrainRequest) -> TrainResult:
     """Prepare the folder and train with verl (see the module docstring). With ``dry_run`` the
     composed verl config is checked and written (``verl_config.yaml``) instead of training."""
-    recipe, overrides, out, model_dir = prepare(req)
-    cpu = recipe["device"] == "cpu"
+    prep = prepare(req)
+    recipe, out, model_dir = prep.recipe, prep.out, prep.model_dir
     if req.dry_run:
         from omegaconf import OmegaConf
 
-        from memory_r1.train.backends.verl_runner import compose_config
-        from memory_r1.train.verl_config import validate
-
-        config = compose_config(overrides, cpu=cpu)
-        validate(config)
-        _atomic_write(out / "verl_config.yaml", OmegaConf.to_yaml(config))
+        _atomic_write(out / "verl_config.yaml", OmegaConf.to_yaml(prep.job.config))
         result = TrainResult(out=out, hf_checkpoint=None, dry_run=True)
         _atomic_write(out / "result.json", json.dumps(result.as_dict(), indent=2))
         return result
 
-    from memory_r1.train.backends.verl_runner import run_verl
+    from memory_r1.train.verl.launch import launch
 
     log.info("training %s/%s of %s in %s", req.stage, req.algo, req.backbone, out)
     for name in ("metrics.jsonl", "rewards.jsonl"):  # a resumed run keeps the earlier runs' records
         _set_aside(out / name)
-    run = run_verl(overrides, cpu=cpu, metrics_path=out / "metrics.jsonl")
+    run = launch(prep.job)
     from memory_r1.train.curves import write_curves
 
     write_curves(out, f"{req.backbone} {req.stage} {req.algo}", recipe["reward"]["name"])

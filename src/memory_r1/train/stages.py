@@ -1,7 +1,7 @@
 """Training stages: what each policy sees (its episodes) and how it is scored (its reward).
 
 ======== ======================================= ================================================
-stage    episodes (:mod:`memory_r1.data.episodes`) reward (:mod:`memory_r1.rewards.verl_reward`)
+stage    episodes (:mod:`memory_r1.data.episodes`) reward (:mod:`memory_r1.train.verl.reward`)
 ======== ======================================= ================================================
 answer   one per question: question + top-k        ``answer_em`` (paper) / ``answer_f1`` (CPU)
          memories per speaker from the banks

@@ -23,13 +23,13 @@ and reward workers) by verl itself: ``import verl`` imports the modules named in
 ``VERL_USE_EXTERNAL_MODULES`` (this package), and :func:`register` runs at import.
 :func:`~.settings.env_for_workers` gives that variable and ``VERL_PLATFORM=cpu``.
 
-Precision follows the CPU (:func:`~memory_r1.train.verl_config.precision_overrides`, the recipe's
+Precision follows the CPU (:func:`~memory_r1.train.verl.overrides.precision_overrides`, the recipe's
 ``dtype: auto``): where bf16 is native (AMX, AVX512-BF16) verl's defaults (FSDP mixed precision,
 fp32 master weights with bf16 compute; ``rollout.dtype=bfloat16``), ~1.6x faster per step than
 fp32 there; where bf16 is emulated (~10x slower than fp32) fp32 throughout
 (``+...fsdp_config.mixed_precision={param_dtype:fp32,...}``, ``rollout.dtype=float32``).
 
-Run it with :func:`memory_r1.train.backends.verl_runner.run_verl`, or by hand::
+Run it with :func:`memory_r1.train.verl.launch.run_verl`, or by hand::
 
     os.environ.update(env_for_workers())            # before ray.init / importing verl's trainer
     overrides = cpu_overrides() + ["algorithm.adv_estimator=grpo", ...]

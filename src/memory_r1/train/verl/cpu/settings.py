@@ -61,8 +61,8 @@ def cpu_overrides(
     ``critic``: also set the critic's engine options (harmless when no critic is used).
     ``extra_env``: more environment variables for every Ray process (``runtime_env.env_vars``).
     ``dtype``: rollout dtype and training precision
-    (:func:`~memory_r1.train.verl_config.precision_overrides`; ``auto``: measured on this CPU)."""
-    from memory_r1.train.verl_config import precision_overrides
+    (:func:`~memory_r1.train.verl.overrides.precision_overrides`; ``auto``: measured on this CPU)."""
+    from memory_r1.train.verl.overrides import precision_overrides
 
     env = ",".join(f"{k}:'{v}'" for k, v in {**env_for_workers(), **(extra_env or {})}.items())
     out = [

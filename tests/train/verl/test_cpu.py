@@ -161,7 +161,7 @@ def test_verl_grpo_on_cpu_updates_weights_and_logs(tmp_path: Path, clean_env) ->
 
     from memory_r1.backbones import resolve_backbone
     from memory_r1.llm.hf import ensure_hf_checkpoint
-    from memory_r1.train.backends.verl_runner import run_verl
+    from memory_r1.train.verl.launch import run_verl
 
     model_dir = ensure_hf_checkpoint(resolve_backbone("smollm2-135m"))
     data = write_dataset(tmp_path / "colours.parquet")

@@ -1,8 +1,8 @@
 """The reward function verl loads: ``compute_score(data_source, solution_str, ground_truth, extra_info)``.
 
-verl 0.9.1 config (what :func:`memory_r1.train.verl_config.recipe_to_overrides` writes)::
+verl 0.9.1 config (what :func:`memory_r1.train.verl.overrides.recipe_to_overrides` writes)::
 
-    reward.custom_reward_function.path=pkg://memory_r1.rewards.verl_reward
+    reward.custom_reward_function.path=pkg://memory_r1.train.verl.reward
     reward.custom_reward_function.name=compute_score
     +reward.custom_reward_function.reward_kwargs={answer_reward: answer_em, manager_metric: em, ...}
 

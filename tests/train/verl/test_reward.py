@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from memory_r1.rewards import verl_reward
-from memory_r1.rewards.verl_reward import compute_score, parse_answerer_spec
+from memory_r1.train.verl import reward as verl_reward
+from memory_r1.train.verl.reward import compute_score, parse_answerer_spec
 
 
 def score(*args, **kw):
@@ -83,7 +83,7 @@ def test_verl_loads_it_by_pkg_path():
     from omegaconf import OmegaConf
     from verl.trainer.ppo.reward import get_custom_reward_fn
 
-    from memory_r1.train.verl_config import REWARD_FN_NAME, REWARD_FN_PATH
+    from memory_r1.train.verl.overrides import REWARD_FN_NAME, REWARD_FN_PATH
 
     cfg = OmegaConf.create({"reward": {"custom_reward_function": {
         "path": REWARD_FN_PATH, "name": REWARD_FN_NAME, "reward_kwargs": {"answer_reward": "answer_f1"}}}})

@@ -39,7 +39,7 @@ DEVICES = ("cpu", "gpu")
 ADV_ESTIMATOR = {"grpo": "grpo", "ppo": "gae"}
 ANSWER_REWARDS = ("answer_em", "answer_f1")
 MANAGER_REWARDS = {"manager_em": "em", "manager_f1": "f1"}
-REWARD_FN_PATH = "pkg://memory_r1.rewards.verl_reward"
+REWARD_FN_PATH = "pkg://memory_r1.train.verl.reward"
 REWARD_FN_NAME = "compute_score"
 OUR_KEYS = ("stage", "algo", "device", "description", "seed", "episodes", "reward", "verl", "backbone", "dtype")
 #: verl keys that set the precision of a CPU run (:func:`precision_overrides`)
@@ -144,7 +144,7 @@ def precision_overrides(dtype: str = "auto", critic: bool = True) -> list[str]:
 
 
 def reward_kwargs(recipe: Mapping, log_path: str | Path | None = None) -> dict:
-    """The kwargs verl passes to :func:`memory_r1.rewards.verl_reward.compute_score`."""
+    """The kwargs verl passes to :func:`memory_r1.train.verl.reward.compute_score`."""
     reward = recipe.get("reward") or {}
     kw: dict[str, Any] = {}
     if recipe["stage"] == "answer":
@@ -217,23 +217,3 @@ def recipe_to_overrides(
         if recipe["device"] == "cpu":
             out.append("ray_kwargs.ray_init.num_gpus=null")
     return out
-
-
-def compose_recipe(recipe: Mapping, **kwargs: Any):
-    """verl's composed and validated config for a recipe (no run): what ``run_verl`` would use.
-    Raises on a key verl does not have or a setting verl's own checks refuse."""
-    from memory_r1.train.backends.verl_runner import compose_config
-
-    overrides = recipe_to_overrides(recipe, **kwargs)
-    cpu = recipe["device"] == "cpu"
-    config = compose_config(overrides, cpu=cpu)
-    validate(config)
-    return config
-
-
-def validate(config) -> None:
-    """verl's own config checks (``verl.utils.config.validate_config``), as ``main_ppo`` runs them."""
-    from verl.trainer.ppo.utils import need_critic, need_reference_policy
-    from verl.utils.config import validate_config
-
-    validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
