@@ -166,7 +166,7 @@ def kill_before_write(k: int, backend: str) -> None:
         CollectionPersistence.delete = counted(CollectionPersistence.delete)
         QdrantLocal._save = counted(QdrantLocal._save)  # collection created or dropped
     else:
-        from memory_r1.memory.store import EdgeStore
+        from memory_r1.memory.stores import EdgeStore
 
         for name in ("upsert", "delete", "create_collection", "drop_collection"):
             setattr(EdgeStore, name, counted(getattr(EdgeStore, name)))

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from memory_r1.memory import INTENT_ID, BankFactory, MemoryStoreError, UnknownMemoryError, open_bank
-from memory_r1.memory.store import EdgeStore
+from memory_r1.memory.stores import EdgeStore
 
 from .conftest import HAVE_EDGE
 from .test_memory_bank import State
@@ -185,7 +185,7 @@ def test_drop_is_whole_and_namespace_starts_afresh(tmp_path, backend, embedder):
 CREATE = textwrap.dedent("""
     import sys, time
     from memory_r1.memory import MemoryStoreError
-    from memory_r1.memory.store import EdgeStore
+    from memory_r1.memory.stores import EdgeStore
     go = float(sys.argv[2])
     while time.time() < go:
         pass

@@ -23,7 +23,7 @@ from memory_r1.memory.bank import (
 from memory_r1.memory.embedders import MINILM_DIM, MINILM_NAME, CachingEmbedder, Embedder, MiniLMEmbedder
 from memory_r1.memory.errors import EmbeddingError, MemoryBankError, MemoryStoreError, UnknownMemoryError
 from memory_r1.memory.naming import collection_name, namespace_key
-from memory_r1.memory.store import EdgeStore, QdrantStore, StoredPoint, VectorStore, default_store_path, open_store
+from memory_r1.memory.stores import EdgeStore, QdrantStore, StoredPoint, VectorStore, default_store_path, open_store
 
 __all__ = [
     "INTENT_ID",

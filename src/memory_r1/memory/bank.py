@@ -49,7 +49,7 @@ import numpy as np
 from memory_r1.memory.embedders import Embedder
 from memory_r1.memory.errors import EmbeddingError, MemoryStoreError, UnknownMemoryError
 from memory_r1.memory.naming import collection_name, is_collection_of_kind, validate_namespace
-from memory_r1.memory.store import Backend, StoredPoint, VectorStore, open_store
+from memory_r1.memory.stores import Backend, StoredPoint, VectorStore, open_store
 from memory_r1.types import HistoryEvent, MemoryItem
 
 log = logging.getLogger(__name__)
