@@ -493,14 +493,13 @@ def _done_checkpoints(step: Step) -> dict[str, str]:
 
 def eval_finished(step: Step, args: list[str], data: Path | None) -> bool:
     """A finished eval folder (``summary.json``) whose configuration is the step's: skip it."""
-    from memory_r1.eval.runner import FINGERPRINT_KEYS, _fingerprint_value
+    from memory_r1.eval.runner import FINGERPRINT_KEYS, fingerprint_value
+    from memory_r1.runs import differing_keys
 
     if not (step.out / "summary.json").exists() or not (step.out / "manifest.json").exists():
         return False
     old = json.loads((step.out / "manifest.json").read_text()).get("config", {})
-    want = _eval_config(args, data)
-    return all(json.dumps(_fingerprint_value(old, k), sort_keys=True) == json.dumps(_fingerprint_value(want, k), sort_keys=True)
-               for k in FINGERPRINT_KEYS)
+    return not differing_keys(old, _eval_config(args, data), FINGERPRINT_KEYS, fingerprint_value)
 
 
 def _eval_config(args: list[str], data: Path | None) -> dict:
@@ -670,7 +669,7 @@ def publish(plan: Plan, dest: Path, *, slices: list[str] | None = None,
     import hashlib
     import shutil
 
-    from memory_r1.eval.runner import atomic_write, git_commit
+    from memory_r1.runs import atomic_write, git_commit
 
     opts = opts or Options()
     steps = [s for s in build_steps(plan, None, slices, opts) if s.kind == "eval"]

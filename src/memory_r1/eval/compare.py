@@ -480,7 +480,7 @@ def plot_differences(result: dict, path: Path) -> Path | None:
 
 def write_compare(result: dict, out: Path) -> Path:
     """``compare.json``, ``compare.png`` (when matplotlib is there) and ``compare.md`` in ``out``."""
-    from memory_r1.eval.runner import atomic_write
+    from memory_r1.runs import atomic_write
 
     out.mkdir(parents=True, exist_ok=True)
     png = plot_differences(result, out / "compare.png")

@@ -22,12 +22,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import re
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from memory_r1.runs import atomic_write, differing_keys, drop_nulls
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +60,6 @@ class EvalRequest:
     show_progress: bool = True
     reuse_banks: Path | None = None  # another eval folder whose finished banks this one starts from
     gold_audit: Path | None = None  # default: found as the data file is (memory_r1/paths.py)
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Replace a run file whole, with the mode the umask gives (see `memory_r1.runs.atomic_write`)."""
-    from memory_r1.runs import atomic_write as write
-
-    write(path, text)
 
 
 def ingest_marker(state: Path, conversation_id: str) -> Path:
@@ -131,50 +124,6 @@ def append_predictions(path: Path, rows: list[dict]) -> None:
         os.fsync(f.fileno())
 
 
-def package_versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("memory-r1", "torch", "transformers", "qdrant-client", "sentence-transformers", "vllm", "verl"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
-def host_info(dtype: object = "auto") -> dict:
-    """What a run records about its machine: core count, platform, and the CPU's measured matmul
-    rates with the dtype ``dtype`` resolves to on it and why (:func:`memory_r1.hardware.describe`)."""
-    info: dict = {"cpus": os.cpu_count(), "platform": platform.platform()}
-    try:
-        from memory_r1 import hardware
-
-        info["cpu"] = hardware.describe(dtype)
-        log.info("CPU dtype %s (%s)", info["cpu"]["dtype"], info["cpu"]["dtype_reason"])
-    except (ImportError, ValueError) as exc:  # no torch (an openai-only install), or a GPU-only dtype name
-        info["cpu"] = {"error": str(exc)}
-    return info
-
-
-def git_commit() -> str | None:
-    from memory_r1.paths import repo_root
-
-    try:
-        res = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True, text=True, timeout=5
-        )
-        if res.returncode != 0:
-            return None
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo_root(),
-            capture_output=True, text=True, timeout=5,
-        ).stdout.strip()
-        return res.stdout.strip() + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def resolve_config(req: EvalRequest) -> dict:
     from memory_r1.config import load_recipe, recipe_path
 
@@ -212,17 +161,17 @@ def default_out_dir(cfg: dict) -> Path:
     return Path("runs") / "eval" / f"{name if name not in ('', '.', '..') else 'model'}-{cfg['method']}-{cfg['split']}"
 
 
-def _fingerprint_value(config: dict, key: str):
+def fingerprint_value(config: dict, key: str):
     """A config value as the resume check compares it. A judge section written before judge prompts
     were named was scored with the default prompt; a setting that is null (off) compares as absent, so
     a recipe key added later with a null default does not orphan the folders written before it.
 
-    >>> _fingerprint_value({"judge": {"backend": "self"}}, "judge")
+    >>> fingerprint_value({"judge": {"backend": "self"}}, "judge")
     {'backend': 'self', 'prompt': 'mem0'}
-    >>> _fingerprint_value({"llm": {"dtype": "auto", "quantize": None}}, "llm")
+    >>> fingerprint_value({"llm": {"dtype": "auto", "quantize": None}}, "llm")
     {'dtype': 'auto'}
     """
-    value = _drop_nulls(config.get(key))
+    value = drop_nulls(config.get(key))
     if key == "judge" and isinstance(value, dict) and "prompt" not in value:
         from memory_r1.eval.judge import DEFAULT_JUDGE_PROMPT
 
@@ -230,28 +179,20 @@ def _fingerprint_value(config: dict, key: str):
     return value
 
 
-def _drop_nulls(value):
-    if isinstance(value, dict):
-        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
-    return value
-
-
 def check_or_write_manifest(out: Path, manifest: dict) -> None:
-    path = out / "manifest.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        diff = [
-            k for k in FINGERPRINT_KEYS
-            if json.dumps(_fingerprint_value(old.get("config", {}), k), sort_keys=True)
-            != json.dumps(_fingerprint_value(manifest["config"], k), sort_keys=True)
-        ]
+    """Write the folder's manifest; a folder holding a run whose :data:`FINGERPRINT_KEYS` differ is
+    refused (:class:`EvalFolderError`)."""
+    from memory_r1.runs import write_manifest
+
+    def same_fingerprint(old: dict) -> None:
+        diff = differing_keys(old.get("config", {}), manifest["config"], FINGERPRINT_KEYS, fingerprint_value)
         if diff:
             raise EvalFolderError(
                 f"{out} holds a run with another configuration (differs in: {', '.join(diff)}); "
                 "use another --out or delete the folder"
             )
-        manifest = {**manifest, "started": old.get("started"), "resumed": old.get("resumed", 0) + 1}
-    atomic_write(path, json.dumps(manifest, indent=2))
+
+    write_manifest(out, manifest, check=same_fingerprint)
 
 
 class _Progress:
@@ -308,8 +249,7 @@ def reuse_banks(src: Path, out: Path, cfg: dict) -> int:
         other = json.loads((src / "manifest.json").read_text())["config"]
     except (OSError, ValueError, KeyError) as exc:
         raise EvalFolderError(f"--reuse-banks {src}: not an eval folder ({exc})") from None
-    differ = [k for k in INGEST_KEYS if json.dumps(_fingerprint_value(other, k), sort_keys=True)
-              != json.dumps(_fingerprint_value(cfg, k), sort_keys=True)]
+    differ = differing_keys(other, cfg, INGEST_KEYS, fingerprint_value)
     if differ:
         raise EvalFolderError(f"--reuse-banks {src}: its banks were built with another {', '.join(differ)}")
     markers = sorted((src / "state").glob("ingested-*.json")) if (src / "state").is_dir() else []
@@ -430,8 +370,6 @@ def _gold_audit_view(records: list[dict], req: EvalRequest) -> dict:
 
 def run_eval(req: EvalRequest) -> Path:
     """Run (or resume) one evaluation; returns the output folder."""
-    import random
-
     from memory_r1.agents.pipeline import Pipeline, batched, session_chunks
     from memory_r1.agents.retrieval import bank_namespace
     from memory_r1.data import load_split
@@ -439,6 +377,7 @@ def run_eval(req: EvalRequest) -> Path:
     from memory_r1.eval.report import summary_markdown, summary_table
     from memory_r1.metrics import answer_scores
     from memory_r1.paths import resolve_locomo_path
+    from memory_r1.runs import new_manifest, seed_everything, update_manifest
 
     cfg = resolve_config(req)
     data_path = resolve_locomo_path(req.data)
@@ -446,31 +385,14 @@ def run_eval(req: EvalRequest) -> Path:
     split = load_split(req.split, req.data, conversations=req.conversations)
     out = Path(req.out or default_out_dir(cfg))
     out.mkdir(parents=True, exist_ok=True)
-    manifest = {
-        "config": cfg,
-        "seed": cfg.get("seed", 0),
-        "data_path": str(data_path),
-        "versions": package_versions(),
-        "git_commit": git_commit(),
-        "host": host_info((cfg.get("llm") or {}).get("dtype", "auto")),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    manifest = new_manifest({"config": cfg}, seed=cfg.get("seed", 0), data_path=data_path,
+                            data_sha256=cfg["data_sha256"], dtype=(cfg.get("llm") or {}).get("dtype", "auto"))
     check_or_write_manifest(out, manifest)
     if req.reuse_banks is not None:
         n = reuse_banks(Path(req.reuse_banks), out, cfg)
         if n:
-            atomic_write(out / "manifest.json", json.dumps(
-                {**json.loads((out / "manifest.json").read_text()),
-                 "reused_banks": {"from": str(req.reuse_banks), "conversations": n}}, indent=2))
-
-    seed = int(cfg.get("seed", 0))
-    random.seed(seed)
-    try:
-        import torch
-
-        torch.manual_seed(seed)
-    except ImportError:  # pragma: no cover
-        pass
+            update_manifest(out, reused_banks={"from": str(req.reuse_banks), "conversations": n})
+    seed_everything(int(cfg.get("seed", 0)), torch=True)
 
     # questions of this run (in split order, limited per conversation when asked)
     plan: list[tuple] = []

@@ -28,14 +28,14 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
-import platform
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
+
+from memory_r1.runs import atomic_write, new_manifest, seed_everything, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -204,33 +204,14 @@ def reward_stats(path: Path) -> dict:
     return out
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    from memory_r1.eval.runner import atomic_write
-
-    atomic_write(path, text)
-
-
 def _manifest(req: TrainRequest, recipe: dict, recipe_file: Path, model_dir: Path, info: dict) -> dict:
-    from memory_r1.eval.runner import git_commit, host_info, package_versions
-    from memory_r1.paths import resolve_locomo_path, sha256_file
+    from memory_r1.paths import resolve_locomo_path
 
-    data_path = resolve_locomo_path(req.data)
     req_d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(req).items()}
-    return {
-        "request": req_d,
-        "recipe_path": str(recipe_file),
-        "recipe": recipe,
-        "seed": recipe.get("seed", 0),
-        "model_path": str(model_dir),
-        "data_path": str(data_path),
-        "data_sha256": sha256_file(data_path),
-        "episodes": info,
-        "versions": package_versions(),
-        "git_commit": git_commit(),
-        "host": host_info(recipe.get("dtype", "auto")) if recipe.get("device") == "cpu"
-        else {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    fields = {"request": req_d, "recipe_path": str(recipe_file), "recipe": recipe, "model_path": str(model_dir),
+              "episodes": info}
+    return new_manifest(fields, seed=recipe.get("seed", 0), data_path=resolve_locomo_path(req.data),
+                        dtype=recipe.get("dtype", "auto"), measure_host=recipe.get("device") == "cpu")
 
 
 # ------------------------------------------------------------------------------ run
@@ -282,7 +263,7 @@ def prepare(req: TrainRequest) -> Prepared:
     job = build_job(overrides, cpu=recipe["device"] == "cpu", metrics_path=out / "metrics.jsonl")
     out.mkdir(parents=True, exist_ok=True)
     seed = int(recipe.get("seed", 0))
-    _seed_everything(seed)
+    seed_everything(seed)
     if req.resume and train_file.exists():
         old_manifest = out / "manifest.json"
         info = json.loads(old_manifest.read_text()).get("episodes", {}) if old_manifest.exists() else {}
@@ -303,14 +284,9 @@ def prepare(req: TrainRequest) -> Prepared:
     if info["prompt_tokens"].get("over_limit"):
         log.warning("%d of %d training prompts are longer than data.max_prompt_length=%s (verl drops them)",
                     info["prompt_tokens"]["over_limit"], info["prompt_tokens"]["rows"], max_prompt)
-    _atomic_write(stored, yaml.safe_dump(json.loads(json.dumps(recipe)), sort_keys=False))
-    _atomic_write(out / "overrides.txt", "\n".join(overrides) + "\n")
-    manifest = _manifest(req, recipe, recipe_file, model_dir, info)
-    if (out / "manifest.json").exists():
-        old = json.loads((out / "manifest.json").read_text())
-        manifest["started"] = old.get("started", manifest["started"])
-        manifest["resumed"] = int(old.get("resumed", 0)) + (1 if req.resume else 0)
-    _atomic_write(out / "manifest.json", json.dumps(manifest, indent=2, default=str))
+    atomic_write(stored, yaml.safe_dump(json.loads(json.dumps(recipe)), sort_keys=False))
+    atomic_write(out / "overrides.txt", "\n".join(overrides) + "\n")
+    write_manifest(out, _manifest(req, recipe, recipe_file, model_dir, info), resumed=req.resume)
     return Prepared(recipe, overrides, out, model_dir, job)
 
 
@@ -324,18 +300,6 @@ def _resume_key(recipe: dict) -> dict:
     out = {k: v for k, v in recipe.items() if k != "verl"}
     out["verl"] = {k: v for k, v in flatten_verl(recipe.get("verl") or {}).items() if k not in RESUMABLE_KEYS}
     return out
-
-
-def _seed_everything(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed)
-    except ImportError:  # pragma: no cover
-        pass
 
 
 def _prompt_token_stats(model_dir: Path, train_file: Path, limit: int | None = None) -> dict:
@@ -378,9 +342,9 @@ def run_training(req: TrainRequest) -> TrainResult:
     if req.dry_run:
         from omegaconf import OmegaConf
 
-        _atomic_write(out / "verl_config.yaml", OmegaConf.to_yaml(prep.job.config))
+        atomic_write(out / "verl_config.yaml", OmegaConf.to_yaml(prep.job.config))
         result = TrainResult(out=out, hf_checkpoint=None, dry_run=True)
-        _atomic_write(out / "result.json", json.dumps(result.as_dict(), indent=2))
+        atomic_write(out / "result.json", json.dumps(result.as_dict(), indent=2))
         return result
 
     from memory_r1.train.verl.launch import launch
@@ -406,7 +370,7 @@ def run_training(req: TrainRequest) -> TrainResult:
         peak_memory_gb=round(run.peak_memory_gb, 2) if run.peak_memory_gb is not None else None,
         rewards=reward_stats(out / "rewards.jsonl"),
     )
-    _atomic_write(out / "result.json", json.dumps(result.as_dict(), indent=2))
+    atomic_write(out / "result.json", json.dumps(result.as_dict(), indent=2))
     return result
 
 
@@ -491,7 +455,7 @@ def run_loop(req: LoopRequest) -> list[dict]:
         if not marker.exists():
             convs = list(load_split("train", req.data).conversations) + list(load_split("val", req.data).conversations)
             stats = rebuild_banks(req.backbone, str(manager_ckpt), convs, banks)
-            _atomic_write(marker, json.dumps({"manager": str(manager_ckpt), "ingest": stats}, indent=2, default=str))
+            atomic_write(marker, json.dumps({"manager": str(manager_ckpt), "ingest": stats}, indent=2, default=str))
 
         areq = TrainRequest(stage="answer", backbone=req.backbone, algo=req.algo,
                             init=str(answer_ckpt) if answer_ckpt else None, banks=banks, out=rd / "answer",
@@ -504,9 +468,9 @@ def run_loop(req: LoopRequest) -> list[dict]:
         summary = json.loads((folder / "summary.json").read_text())
         record = {"round": r, "manager": str(manager_ckpt), "answer": str(answer_ckpt), "banks": str(banks),
                   "eval": str(folder), "scores": summary.get("rows"), "seconds": round(time.perf_counter() - t0, 1)}
-        _atomic_write(rd / "round.json", json.dumps(record, indent=2, default=str))
+        atomic_write(rd / "round.json", json.dumps(record, indent=2, default=str))
         records.append(record)
-        _atomic_write(out / "summary.md", rounds_markdown(
+        atomic_write(out / "summary.md", rounds_markdown(
             records, f"memr1 train loop: {Path(req.backbone).name}, {req.algo}, val split"))
         log.info("round %d done in %.0f s: %s", r, record["seconds"], folder)
     return records
