@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from memory_r1.memory import CachingEmbedder, MemoryBank, MiniLMEmbedder, open_bank  # noqa: E402
+from memory_r1.runs import atomic_write  # noqa: E402
 
 log = logging.getLogger("bench.bank")
 
@@ -475,9 +476,7 @@ def update_readme(readme: Path, table: str) -> None:
         text = head + "## Memory bank" + section.rstrip() + "\n\n" + block + "\n" + after
     else:
         text = text.rstrip() + "\n\n## Memory bank\n\n`benchmarks/bank.py`\n\n" + block + "\n"
-    tmp = readme.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, readme)
+    atomic_write(readme, text)
 
 
 # ----------------------------------------------------------------------------------- main
@@ -589,9 +588,7 @@ def main(argv: list[str] | None = None) -> int:
         report["load_end"] = loadavg()
         report["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         report["goal"] = goal_summary(report["runs"])
-        tmp = args.out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        os.replace(tmp, args.out)
+        atomic_write(args.out, json.dumps(report, indent=2) + "\n")
 
     try:
         for backend in args.backend:

@@ -498,12 +498,14 @@ def write_rows(rows: Sequence[dict], path: str | Path) -> Path:
 
     if not rows:
         raise EpisodeError(f"no episodes to write to {path}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pd.DataFrame(list(rows)).to_parquet(tmp, index=False)
-    tmp.replace(path)
-    return path
+    import io
+
+    from memory_r1.runs import atomic_write
+
+    buf = io.BytesIO()
+    pd.DataFrame(list(rows)).to_parquet(buf, index=False)
+    atomic_write(Path(path), buf.getvalue())
+    return Path(path)
 
 
 def read_rows(path: str | Path) -> list[dict]:

@@ -46,6 +46,7 @@ from memory_r1.llm.base import (
     validate_conversations,
 )
 from memory_r1.paths import cache_dir, sha256_file
+from memory_r1.runs import atomic_write
 from memory_r1.threads import CpuLoadMeter, configure_threads, user_set_threads
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -83,11 +84,7 @@ def gguf_sha256(path: Path, cache_root: Path | None = None) -> str:
     digest = sha256_file(path)
     table[key] = digest
     with contextlib.suppress(OSError):
-        root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=root, prefix=".sha-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(table, f, indent=1)
-        os.replace(tmp, memo)
+        atomic_write(memo, json.dumps(table, indent=1))
     return digest
 
 
