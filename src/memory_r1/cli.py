@@ -306,11 +306,13 @@ def ablate_cmd(
     import shlex
 
     from memory_r1.eval import ablate
+    from memory_r1.eval.plan import load_plan
+    from memory_r1.eval.publish import publish as publish_plan
 
     names = [r.strip() for r in rows.split(",") if r.strip()] if rows else None
     only = [s.strip() for s in slices.split(",") if s.strip()] if slices else None
     with _failures_in_one_line():
-        p = ablate.load_plan(plan)
+        p = load_plan(plan)
         if out is not None:
             p.out = out
         opts = ablate.Options(judge=judge, limit_questions=limit_questions, overrides=list(overrides or []),
@@ -321,7 +323,7 @@ def ablate_cmd(
         if names:
             fail("--publish looks at every row of the plan (the compare needs the base row): drop --rows")
         with _failures_in_one_line(code=1):
-            record = ablate.publish(p, publish, slices=only, opts=opts, gold_audit=gold_audit)
+            record = publish_plan(p, publish, slices=only, opts=opts, gold_audit=gold_audit)
         for row, per_slice in record["rows"].items():
             for s, what in per_slice.items():
                 typer.echo(f"{row} on {s}: " + (", ".join(what["published"]) if isinstance(what, dict) else what))

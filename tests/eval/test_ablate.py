@@ -8,13 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from memory_r1.data import load_split
 from memory_r1.eval import ablate
-from memory_r1.eval.ablate import PlanError, build_steps, check_plan, load_plan, parse_plan, plan_paths, run_plan
-from memory_r1.metrics import answer_scores
+from memory_r1.eval.ablate import build_steps, check_plan, run_plan
+from memory_r1.eval.plan import PlanError, load_plan, plan_paths
 
 PLANS = plan_paths()
 
@@ -40,7 +39,7 @@ def test_plan_composes(path: Path):
 
 
 def test_cpu_plan_rows():
-    plan = load_plan(ablate.plan_paths()[[p.parent.name for p in PLANS].index("smollm2-135m")])
+    plan = load_plan(plan_paths()[[p.parent.name for p in PLANS].index("smollm2-135m")])
     rows = {r.name: r for r in plan.rows}
     assert plan.base == "memr1-untrained" and rows["memr1-untrained"].method == "memory-r1"
     assert rows["rag-turns"].method == "rag-turns" and rows["full-context"].method == "full-context"
@@ -68,42 +67,34 @@ def test_gpu_plans_mirror_table_1(backbone):
     assert {"rag-turns", "full-context", "no-distill"} <= set(rows) and plan.slices["test"].conversations is None
 
 
-def _plan(tmp_path, rows, **extra) -> ablate.Plan:
-    raw = {"backbone": "smollm2-135m", "base": "base", "out": str(tmp_path / "ab"),
-           "slices": {"val": {"split": "val"}}, "rows": rows, **extra}
-    p = tmp_path / "plan.yaml"
-    p.write_text(yaml.safe_dump(raw))
-    return load_plan(p)
-
-
-def test_bad_keys_are_refused(tmp_path):
-    plan = _plan(tmp_path, [{"name": "base"}, {"name": "typo", "overrides": ["answer_agent.topk=5"]}])
+def test_bad_keys_are_refused(make_plan):
+    plan = make_plan([{"name": "base"}, {"name": "typo", "overrides": ["answer_agent.topk=5"]}])
     with pytest.raises(PlanError, match="row 'typo': override 'answer_agent.topk=5' names no key"):
         check_plan(plan, compose_verl=False)
-    plan = _plan(tmp_path, [{"name": "base"}, {"name": "t", "train": {"stage": "answer", "algo": "grpo",
+    plan = make_plan([{"name": "base"}, {"name": "t", "train": {"stage": "answer", "algo": "grpo",
                                                                         "overrides": ["episodes.topk=3"]}}])
     with pytest.raises(PlanError, match="row 't' train: override 'episodes.topk=3'"):
         check_plan(plan, compose_verl=False)
-    plan = _plan(tmp_path, [{"name": "base", "method": "graph-rag"}])
+    plan = make_plan([{"name": "base", "method": "graph-rag"}])
     with pytest.raises(PlanError, match="method 'graph-rag'"):
         check_plan(plan, compose_verl=False)
-    plan = _plan(tmp_path, [{"name": "base", "slices": ["t"]}], slices={"t": {"split": "test", "conversations": ["conv-30"]}})
+    plan = make_plan([{"name": "base", "slices": ["t"]}], slices={"t": {"split": "test", "conversations": ["conv-30"]}})
     with pytest.raises(PlanError, match="conv-30"):
         check_plan(plan, compose_verl=False)
-    plan = _plan(tmp_path, [{"name": "base", "overrides": ["judge.prompt=lenient"]}])
+    plan = make_plan([{"name": "base", "overrides": ["judge.prompt=lenient"]}])
     with pytest.raises(PlanError, match="unknown judge.prompt"):
         check_plan(plan, compose_verl=False)
     with pytest.raises(PlanError, match="no answer training step"):
-        build_steps(_plan(tmp_path, [{"name": "base", "answer": "row:base"}]))
+        build_steps(make_plan([{"name": "base", "answer": "row:base"}]))
     with pytest.raises(PlanError, match="unknown keys"):
-        _plan(tmp_path, [{"name": "base", "top_k": 10}])
+        make_plan([{"name": "base", "top_k": 10}])
     with pytest.raises(PlanError, match="folder name"):
-        _plan(tmp_path, [{"name": "base"}, {"name": "a/b"}])
+        make_plan([{"name": "base"}, {"name": "a/b"}])
 
 
-def test_a_verl_key_verl_does_not_have_is_refused(tmp_path):
+def test_a_verl_key_verl_does_not_have_is_refused(make_plan):
     pytest.importorskip("verl")
-    plan = _plan(tmp_path, [{"name": "base"}, {"name": "t", "train": {
+    plan = make_plan([{"name": "base"}, {"name": "t", "train": {
         "stage": "answer", "algo": "grpo", "overrides": ["verl.actor_rollout_ref.actor.optim.learning_rate=1e-5"]}}])
     with pytest.raises(PlanError, match="verl refuses"):
         check_plan(plan, compose_verl=True)
@@ -125,44 +116,12 @@ def test_rows_filter_pulls_in_the_trainings_a_row_needs():
         build_steps(plan, slices=["test"])
 
 
-class ScriptedMemr1:
-    """Stands in for the child `memr1` processes: a train step writes a finished training folder, an
-    eval step an eval folder (right answers on every `period`-th question) with the manifest the
-    real command would write."""
-
-    def __init__(self, questions, periods, fail_on=None):
-        self.questions, self.periods, self.fail_on = questions, periods, fail_on
-        self.calls: list[list[str]] = []
-
-    def __call__(self, args):
-        self.calls.append(args)
-        opts, _ = ablate._parse_eval_args(args[1:] if args[0] == "train" else args)
-        out = Path(opts["--out"])
-        if self.fail_on and self.fail_on in str(out):
-            return 3
-        if args[0] == "train":
-            hf = (out / "checkpoints" / "global_step_2" / "actor" / "huggingface").resolve()
-            hf.mkdir(parents=True)
-            (out / "result.json").write_text(json.dumps({"dry_run": False, "hf_checkpoint": str(hf)}))
-            return 0
-        period = self.periods[out.parent.name]
-        out.mkdir(parents=True, exist_ok=True)
-        with open(out / "predictions.jsonl", "w") as f:
-            for i, q in enumerate(self.questions):
-                pred = q.answer if i % period == 0 else "no idea"
-                f.write(json.dumps({"qid": q.qid, "question": q.question, "gold": q.answer, "category": q.category,
-                                    "prediction": pred, **answer_scores(pred, q.answer), "judge": None}) + "\n")
-        (out / "manifest.json").write_text(json.dumps({"config": ablate._eval_config(args, None)}))
-        (out / "summary.json").write_text("{}")
-        return 0
-
-
-def test_run_resume_and_compare(tmp_path, locomo_path):
+def test_run_resume_and_compare(tmp_path, locomo_path, make_plan, scripted_memr1):
     rows = [{"name": "base"}, {"name": "rag", "method": "rag-turns"},
             {"name": "ans", "train": {"stage": "answer", "algo": "grpo"}, "answer": "train"}]
-    plan = _plan(tmp_path, rows)
+    plan = make_plan(rows)
     qs = load_split("val", locomo_path).questions()
-    fake = ScriptedMemr1(qs, {"base": 3, "rag": 2, "ans": 1})
+    fake = scripted_memr1(qs, {"base": 3, "rag": 2, "ans": 1})
     opts = ablate.Options(judge="none", overrides=["ingest.max_sessions=1"])
     steps = build_steps(plan, opts=opts)
     results = run_plan(plan, steps, runner=fake)
@@ -186,13 +145,13 @@ def test_run_resume_and_compare(tmp_path, locomo_path):
     assert ablate.eval_finished(other[0], other[0].command(), None) is False
 
 
-def test_a_stopped_training_resumes_and_a_failure_stops(tmp_path, locomo_path):
-    plan = _plan(tmp_path, [{"name": "base"},
+def test_a_stopped_training_resumes_and_a_failure_stops(tmp_path, locomo_path, make_plan, scripted_memr1):
+    plan = make_plan([{"name": "base"},
                             {"name": "ans", "train": {"stage": "answer", "algo": "ppo"}, "answer": "train"}])
     (tmp_path / "ab" / "ans" / "train").mkdir(parents=True)
     (tmp_path / "ab" / "ans" / "train" / "metrics.jsonl").write_text("{}\n")  # a run that stopped
     qs = load_split("val", locomo_path).questions()[:5]
-    fake = ScriptedMemr1(qs, {"base": 1, "ans": 1}, fail_on="ans/val")
+    fake = scripted_memr1(qs, {"base": 1, "ans": 1}, fail_on="ans/val")
     with pytest.raises(PlanError, match="row 'ans', eval on val\\) failed with exit code 3"):
         run_plan(plan, build_steps(plan), runner=fake)
     assert fake.calls[1][:3] == ["train", "answer", "--resume"]
@@ -218,88 +177,3 @@ def test_cli_dry_run_and_errors(tmp_path):
     assert r.exit_code == 2 and "no row 'nope'" in r.output
     r = CliRunner().invoke(app, ["ablate", "--plan", str(plan), "--dry-run", "answer_agent.topk=3"])
     assert r.exit_code == 2 and "names no key" in r.output
-
-
-def test_parse_plan_defaults():
-    p = parse_plan({"backbone": "b", "base": "x", "slices": {"a": {"split": "val"}, "b": {"split": "test"}},
-                    "default_slices": ["b"], "rows": [{"name": "x"}]}, Path("p.yaml"))
-    assert p.rows[0].slices == ("b",)
-    with pytest.raises(PlanError, match="no row 'y'"):
-        parse_plan({"backbone": "b", "base": "y", "slices": {"a": {"split": "val"}}, "rows": [{"name": "x"}]},
-                   Path("p.yaml"))
-
-
-def test_publish_copies_the_small_files_of_finished_rows(tmp_path, locomo_path):
-    from memory_r1.cli import app
-
-    rows = [{"name": "base"}, {"name": "rag", "method": "rag-turns"},
-            {"name": "top", "overrides": ["answer_agent.top_k=5"]}, {"name": "unrun", "method": "full-context"}]
-    plan = _plan(tmp_path, rows)
-    qs = load_split("val", locomo_path).questions()
-    fake = ScriptedMemr1(qs, {"base": 3, "rag": 2, "top": 1})
-    opts = ablate.Options(judge="none", overrides=["ingest.max_sessions=1"])
-    run_plan(plan, build_steps(plan, rows=["base", "rag"], opts=opts), runner=fake)
-    # "top" finished as a smoke run (another --limit-questions): not what the plan's command asks for
-    run_plan(plan, build_steps(plan, rows=["top"], opts=ablate.Options(judge="none", limit_questions=3,
-                                                                       overrides=["ingest.max_sessions=1"])),
-             runner=fake)
-    for row in ("base", "rag"):
-        (tmp_path / "ab" / row / "val" / "summary.md").write_text(f"# {row}\n")
-    src = tmp_path / "ab" / "base" / "val"
-    (src / "banks" / "collection").mkdir(parents=True)
-    (src / "state").mkdir()
-    manifest = json.loads((src / "manifest.json").read_text())
-    manifest["config"]["store"] = {"backend": "qdrant", "url": "https://me:hunter2@qdrant.example:6333",
-                                   "api_key": "hunter2"}
-    (src / "manifest.json").write_text(json.dumps(manifest))
-
-    dest = tmp_path / "docs" / "ablations"
-    record = ablate.publish(plan, dest, opts=opts)
-    assert record["rows"]["base"]["val"]["published"] == ["summary.json", "summary.md", "manifest.json",
-                                                          "predictions.jsonl"]
-    assert record["rows"]["unrun"]["val"] == "not run"
-    assert record["rows"]["top"]["val"].startswith("left out: ") and "another configuration" in record["rows"]["top"]["val"]
-    assert record["compare"]["val"] == "compare-val"
-    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == [
-        "base/val/manifest.json", "base/val/predictions.jsonl", "base/val/summary.json", "base/val/summary.md",
-        "compare-val/compare.json", "compare-val/compare.md", "compare-val/compare.png", "published.json",
-        "rag/val/manifest.json", "rag/val/predictions.jsonl", "rag/val/summary.json", "rag/val/summary.md"]
-    assert (dest / "base" / "val" / "predictions.jsonl").read_bytes() == (src / "predictions.jsonl").read_bytes()
-    text = (dest / "base" / "val" / "manifest.json").read_text()
-    assert "hunter2" not in text and json.loads(text)["config"]["store"]["url"] == "https://qdrant.example:6333"
-    cmp = json.loads((dest / "compare-val" / "compare.json").read_text())
-    assert cmp["base"] == "base" and cmp["runs"] == ["rag"]
-    assert json.loads((dest / "published.json").read_text()) == record
-
-    # predictions over the size limit are left out (and removed from an earlier publication); the
-    # compare still comes from the run folders
-    record = ablate.publish(plan, dest, opts=opts, max_predictions_bytes=10)
-    assert "predictions.jsonl" not in record["rows"]["rag"]["val"]["published"]
-    assert record["rows"]["rag"]["val"]["predictions_bytes"] > 10
-    assert not (dest / "rag" / "val" / "predictions.jsonl").exists() and record["compare"]["val"] == "compare-val"
-
-    # without the base row there is no compare, and the stale one goes
-    import shutil
-
-    shutil.rmtree(src)
-    record = ablate.publish(plan, dest, opts=opts)
-    assert record["compare"]["val"] == "no published base (base) folder on val"
-    assert not (dest / "compare-val").exists()
-
-    # the command line: the same, with the options the rows ran with
-    dest2 = tmp_path / "pub2"
-    r = CliRunner().invoke(app, ["ablate", "--plan", str(plan.path), "--publish", str(dest2), "--judge", "none",
-                                 "ingest.max_sessions=1"])
-    assert r.exit_code == 0, r.output
-    assert "rag on val: summary.json, summary.md, manifest.json, predictions.jsonl" in r.output
-    assert "unrun on val: not run" in r.output and f"published into {dest2}" in r.output
-    r = CliRunner().invoke(app, ["ablate", "--plan", str(plan.path), "--publish", str(dest2), "--rows", "rag"])
-    assert r.exit_code == 2 and "drop --rows" in r.output
-
-
-def test_scrub_secrets_keeps_the_rest():
-    m = {"config": {"judge": {"backend": "openai:m@http://127.0.0.1:8000/v1", "prompt": "mem0"},
-                    "llm": {"hf_token": "x", "max_new_tokens": 3, "dtype": "auto"}}, "data_path": "/x/locomo10.json"}
-    out = ablate.scrub_secrets(m)
-    assert out["config"]["judge"] == m["config"]["judge"] and out["data_path"] == m["data_path"]
-    assert out["config"]["llm"] == {"hf_token": "<removed>", "max_new_tokens": 3, "dtype": "auto"}

@@ -85,7 +85,7 @@ def test_missing_rows_and_unpublished_predictions(published):
 
 def test_claims_name_rows_of_the_cpu_plan():
     from memory_r1.config import recipe_path
-    from memory_r1.eval.ablate import load_plan
+    from memory_r1.eval.plan import load_plan
 
     rows = {r.name for r in load_plan(recipe_path("smollm2-135m", "ablations")).rows}
     assert {c.better for c in paper.CLAIMS} | {c.worse for c in paper.CLAIMS} <= rows

@@ -67,7 +67,8 @@ def test_an_unfinished_or_missing_source_builds_the_banks_here(tmp_path):
 
 
 def test_the_cpu_plan_reuses_the_base_banks_only_where_ingestion_is_the_same():
-    from memory_r1.eval.ablate import build_steps, load_plan
+    from memory_r1.eval.ablate import build_steps
+    from memory_r1.eval.plan import load_plan
     from memory_r1.paths import repo_root
 
     plan = load_plan(repo_root() / "recipes" / "smollm2-135m" / "ablations.yaml")

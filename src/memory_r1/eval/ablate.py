@@ -1,29 +1,6 @@
 """`memr1 ablate --plan recipes/<backbone>/ablations.yaml`: named eval (or train-then-eval) rows, each
-in its own resumable folder, ending with the compare table against the plan's base row.
-
-A plan (YAML)::
-
-    backbone: smollm2-135m
-    base: memr1-untrained            # the row every other row is compared against
-    out: runs/ablate/smollm2-135m    # root folder: <out>/<row>/train, <out>/<row>/<slice>, <out>/compare-<slice>
-    default_slices: [val]
-    slices:                          # named question sets
-      val: {split: val}
-      test-conv41-42: {split: test, conversations: [conv-41, conv-42]}
-    compare: {bootstrap: {}}         # optional: overrides recipes/compare.yaml's bootstrap settings
-    rows:
-      - name: top-k-10
-        about: 5 + 5 memories (10 in all)
-        overrides: [answer_agent.top_k=5]          # eval recipe keys (each must exist in the recipe)
-      - name: answer-grpo
-        train: {stage: answer, algo: grpo, overrides: [verl.trainer.total_training_steps=12]}
-        answer: train                # this row's trained checkpoint; or row:NAME, or a checkpoint path
-        slices: [val, test-conv41-42]
-
-A row's keys: ``name``, ``about``, ``method`` (memory-r1 | rag-turns | full-context), ``overrides``
-(eval recipe keys), ``judge``, ``slices``, ``manager`` / ``answer`` (checkpoints: ``train``,
-``row:NAME`` or a path) and ``train`` (``stage``, ``algo``, ``overrides`` of the train recipe or
-``verl.<key>``, ``manager``: a checkpoint that builds the banks of ``episodes.source=pipeline``).
+in its own resumable folder, ending with the compare table against the plan's base row. The plan
+file is read by :mod:`memory_r1.eval.plan`; publishing finished rows is :mod:`memory_r1.eval.publish`.
 
 Every step is a ``memr1`` command run as a child process (the commands ``--dry-run`` prints are the
 ones that run): ``memr1 train STAGE ... --out <row>/train`` (a finished training folder is reused, a
@@ -33,191 +10,26 @@ finished rows are compared against the base row (:mod:`memory_r1.eval.compare`).
 
 ``memr1 ablate --plan P --publish DIR`` runs nothing: it copies the small files of the finished rows
 (summaries, the manifest without secrets, predictions under 1 MB, the compare tables) into a results
-folder such as ``docs/results/ablations/<backbone>`` (:func:`publish`), which notebook 02 reads.
+folder such as ``docs/results/ablations/<backbone>`` (:func:`memory_r1.eval.publish.publish`),
+which notebook 02 reads.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import shlex
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import yaml
+from memory_r1.eval.plan import Plan, PlanError, Row, check_override_keys
 
 log = logging.getLogger(__name__)
 
-ROW_KEYS = {"name", "about", "method", "overrides", "judge", "slices", "manager", "answer", "train"}
-TRAIN_KEYS = {"stage", "algo", "overrides", "manager"}
-PLAN_KEYS = {"backbone", "base", "out", "default_slices", "slices", "rows", "compare", "about"}
-SLICE_KEYS = {"split", "conversations", "limit_questions"}
 CHECKPOINT_PLACEHOLDER = "checkpoints/global_step_N/actor/huggingface"
-
-
-class PlanError(ValueError):
-    """A plan that cannot run as written (one line: which row, what is wrong)."""
-
-
-# ------------------------------------------------------------------------------ plan
-
-
-@dataclass(frozen=True)
-class Slice:
-    name: str
-    split: str
-    conversations: tuple[str, ...] | None = None
-    limit_questions: int | None = None
-
-
-@dataclass(frozen=True)
-class TrainSpec:
-    stage: str
-    algo: str
-    overrides: tuple[str, ...] = ()
-    manager: str | None = None  # checkpoint ref that builds the episodes' banks
-
-
-@dataclass(frozen=True)
-class Row:
-    name: str
-    about: str = ""
-    method: str = "memory-r1"
-    overrides: tuple[str, ...] = ()
-    judge: str | None = None
-    slices: tuple[str, ...] = ()
-    manager: str | None = None  # checkpoint ref
-    answer: str | None = None
-    train: TrainSpec | None = None
-
-
-@dataclass
-class Plan:
-    path: Path
-    backbone: str
-    base: str
-    out: Path
-    slices: dict[str, Slice]
-    rows: list[Row]
-    compare: dict = field(default_factory=dict)
-
-    def row(self, name: str) -> Row:
-        for r in self.rows:
-            if r.name == name:
-                return r
-        raise PlanError(f"{self.path}: no row {name!r} (rows: {', '.join(r.name for r in self.rows)})")
-
-
-def _strs(value: Any, where: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str) or not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise PlanError(f"{where} must be a list of strings, got {value!r}")
-    return tuple(value)
-
-
-def _unknown(keys, allowed: set[str], where: str) -> None:
-    extra = sorted(set(keys) - allowed)
-    if extra:
-        raise PlanError(f"{where}: unknown keys {extra}; allowed: {', '.join(sorted(allowed))}")
-
-
-def parse_plan(raw: dict, path: Path) -> Plan:
-    """A plan from its YAML mapping (structure only; :func:`check_plan` checks it against the recipes).
-
-    >>> p = parse_plan({"backbone": "b", "base": "x", "slices": {"val": {"split": "val"}},
-    ...                 "rows": [{"name": "x"}, {"name": "y", "method": "rag-turns", "slices": ["val"]}]},
-    ...                Path("plan.yaml"))
-    >>> [(r.name, r.method, r.slices) for r in p.rows], p.out.as_posix()
-    ([('x', 'memory-r1', ('val',)), ('y', 'rag-turns', ('val',))], 'runs/ablate/b')
-    """
-    if not isinstance(raw, dict):
-        raise PlanError(f"{path}: a plan is a mapping")
-    _unknown(raw, PLAN_KEYS, str(path))
-    for key in ("backbone", "base", "slices", "rows"):
-        if not raw.get(key):
-            raise PlanError(f"{path}: no {key!r}")
-    slices = {}
-    for name, s in raw["slices"].items():
-        if not isinstance(s, dict) or "split" not in s:
-            raise PlanError(f"{path}: slice {name!r} needs a split")
-        _unknown(s, SLICE_KEYS, f"{path}: slice {name!r}")
-        convs = _strs(s.get("conversations"), f"{path}: slice {name!r} conversations") or None
-        lim = s.get("limit_questions")
-        slices[name] = Slice(name, str(s["split"]), convs, None if lim is None else int(lim))
-    default = _strs(raw.get("default_slices"), f"{path}: default_slices") or (next(iter(slices)),)
-    rows: list[Row] = []
-    for i, r in enumerate(raw["rows"]):
-        if not isinstance(r, dict) or not r.get("name"):
-            raise PlanError(f"{path}: rows[{i}] has no name")
-        where = f"{path}: row {r['name']!r}"
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", str(r["name"])):
-            raise PlanError(f"{where}: a row name is a folder name (letters, digits, '.', '_', '-')")
-        _unknown(r, ROW_KEYS, where)
-        train = None
-        if r.get("train") is not None:
-            t = r["train"]
-            if not isinstance(t, dict):
-                raise PlanError(f"{where}: train must be a mapping")
-            _unknown(t, TRAIN_KEYS, f"{where} train")
-            if not t.get("stage") or not t.get("algo"):
-                raise PlanError(f"{where}: train needs a stage and an algo")
-            train = TrainSpec(str(t["stage"]), str(t["algo"]), _strs(t.get("overrides"), f"{where} train overrides"),
-                              None if t.get("manager") is None else str(t["manager"]))
-        rows.append(Row(
-            name=str(r["name"]), about=str(r.get("about") or ""), method=str(r.get("method") or "memory-r1"),
-            overrides=_strs(r.get("overrides"), f"{where} overrides"),
-            judge=None if r.get("judge") is None else str(r["judge"]),
-            slices=_strs(r.get("slices"), f"{where} slices") or default,
-            manager=None if r.get("manager") is None else str(r["manager"]),
-            answer=None if r.get("answer") is None else str(r["answer"]),
-            train=train,
-        ))
-    names = [r.name for r in rows]
-    if len(set(names)) != len(names):
-        raise PlanError(f"{path}: row names repeat: {sorted({n for n in names if names.count(n) > 1})}")
-    out = Path(raw.get("out") or Path("runs") / "ablate" / Path(str(raw["backbone"])).name)
-    plan = Plan(path, str(raw["backbone"]), str(raw["base"]), out, slices, rows, dict(raw.get("compare") or {}))
-    plan.row(plan.base)
-    return plan
-
-
-def load_plan(path: str | Path) -> Plan:
-    path = Path(path)
-    if not path.is_file():
-        raise PlanError(f"no ablation plan at {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise PlanError(f"{path}: invalid YAML: {exc}") from None
-    return parse_plan(raw, path)
-
-
-def check_override_keys(recipe: dict, overrides: tuple[str, ...] | list[str], where: str) -> None:
-    """Every ``key=value`` names a key the recipe has (a typo would otherwise add a key nothing reads).
-
-    >>> check_override_keys({"answer_agent": {"top_k": 30}}, ["answer_agent.top_k=5"], "row")
-    >>> check_override_keys({"answer_agent": {"top_k": 30}}, ["answer_agent.topk=5"], "row x")
-    Traceback (most recent call last):
-    ...
-    memory_r1.eval.ablate.PlanError: row x: override 'answer_agent.topk=5' names no key of the recipe (answer_agent has: top_k)
-    """
-    for item in overrides:
-        if "=" not in item:
-            raise PlanError(f"{where}: override {item!r} is not key=value")
-        parts = item.split("=", 1)[0].strip().split(".")
-        node: Any = recipe
-        for i, p in enumerate(parts):
-            if not isinstance(node, dict) or p not in node:
-                have = ", ".join(sorted(node)) if isinstance(node, dict) else "a value, not a section"
-                at = ".".join(parts[:i]) or "the recipe"
-                raise PlanError(f"{where}: override {item!r} names no key of the recipe ({at} has: {have})")
-            node = node[p]
 
 
 # ------------------------------------------------------------------------------ steps
@@ -287,75 +99,87 @@ def _same_banks_as_base(plan: Plan, row: Row, checkpoints: dict, fixed: list[str
             and "--manager" not in fixed and all(o.startswith(ANSWER_SIDE_KEYS) for o in row.overrides))
 
 
-def build_steps(plan: Plan, rows: list[str] | None = None, slices: list[str] | None = None,
-                opts: Options | None = None) -> list[Step]:
-    """The commands of the selected rows (default all) on the selected slices (default each row's),
-    in plan order: a row's training (and the trainings its checkpoints come from) before its evals."""
-    opts = opts or Options()
-    chosen = [plan.row(n) for n in rows] if rows else list(plan.rows)
-    for s in slices or []:
-        if s not in plan.slices:
-            raise PlanError(f"{plan.path}: no slice {s!r} (slices: {', '.join(plan.slices)})")
-    common = ["--data", str(opts.data)] if opts.data else []
-    steps: list[Step] = []
-    trained: set[str] = set()
+class _StepBuilder:
+    """Collects the steps of :func:`build_steps`: each training once, before the evals that need it."""
 
-    def train_step(name: str) -> None:
-        if name in trained:
+    def __init__(self, plan: Plan, slices: list[str] | None, opts: Options):
+        self.plan, self.slices, self.opts = plan, slices, opts
+        self.common = ["--data", str(opts.data)] if opts.data else []
+        self.steps: list[Step] = []
+        self.trained: set[str] = set()
+
+    def train(self, name: str) -> None:
+        if name in self.trained:
             return
-        row = plan.row(name)
+        plan, row = self.plan, self.plan.row(name)
         t = row.train
         assert t is not None
         folder = _train_folder(plan, name)
-        args = ["train", t.stage, "--backbone", plan.backbone, "--algo", t.algo, "--out", str(folder), *common]
-        if opts.ray_address:
-            args += ["--ray-address", opts.ray_address]
+        args = ["train", t.stage, "--backbone", plan.backbone, "--algo", t.algo, "--out", str(folder), *self.common]
+        if self.opts.ray_address:
+            args += ["--ray-address", self.opts.ray_address]
         ck: dict[str, Path] = {}
         src, path = _checkpoint(plan, row, t.manager, "manager")
         if src is not None:
-            train_step(src.parent.name)
+            self.train(src.parent.name)
             ck["--manager"] = src
         elif path:
             args += ["--manager", path]
-        trained.add(name)
-        steps.append(Step("train", name, None, folder, args, list(t.overrides), ck,
-                          {"stage": t.stage, "algo": t.algo, "overrides": list(t.overrides)}))
+        self.trained.add(name)
+        self.steps.append(Step("train", name, None, folder, args, list(t.overrides), ck,
+                               {"stage": t.stage, "algo": t.algo, "overrides": list(t.overrides)}))
 
-    for row in chosen:
-        want = [s for s in row.slices if not slices or s in slices]
+    def row(self, row: Row) -> None:
+        """The row's trainings (its own, those its checkpoints come from), then its evals."""
+        want = [s for s in row.slices if not self.slices or s in self.slices]
         ck: dict[str, Path] = {}
         fixed: list[str] = []
         for opt, ref, stage in (("--manager", row.manager, "manager"), ("--answer", row.answer, "answer")):
-            src, path = _checkpoint(plan, row, ref, stage)
+            src, path = _checkpoint(self.plan, row, ref, stage)
             if src is not None:
                 if want:
-                    train_step(src.parent.name)
+                    self.train(src.parent.name)
                 ck[opt] = src
             elif path:
                 fixed += [opt, path]
         if row.train is not None and want:
-            train_step(row.name)
+            self.train(row.name)
         for s in want:
-            sl = plan.slices[s]
-            folder = plan.out / row.name / s
-            args = ["eval", "--backbone", plan.backbone, "--split", sl.split, "--method", row.method,
-                    "--out", str(folder), *common, *fixed]
-            if sl.conversations:
-                args += ["--conversations", ",".join(sl.conversations)]
-            limit = opts.limit_questions if opts.limit_questions is not None else sl.limit_questions
-            if limit is not None:
-                args += ["--limit-questions", str(limit)]
-            judge = opts.judge or row.judge
-            if judge:
-                args += ["--judge", judge]
-            ov = [*row.overrides, *opts.overrides]
-            if _same_banks_as_base(plan, row, ck, fixed) and s in plan.row(plan.base).slices:
-                args += ["--reuse-banks", str(plan.out / plan.base / s)]
-            steps.append(Step("eval", row.name, s, folder, args, ov, ck,
-                              {"split": sl.split, "conversations": list(sl.conversations or []) or None,
-                               "limit_questions": limit, "method": row.method, "judge": judge,
-                               "overrides": ov}))
-    return steps
+            self.steps.append(self.eval_step(row, s, ck, fixed))
+
+    def eval_step(self, row: Row, s: str, ck: dict[str, Path], fixed: list[str]) -> Step:
+        plan, opts, sl = self.plan, self.opts, self.plan.slices[s]
+        folder = plan.out / row.name / s
+        args = ["eval", "--backbone", plan.backbone, "--split", sl.split, "--method", row.method,
+                "--out", str(folder), *self.common, *fixed]
+        if sl.conversations:
+            args += ["--conversations", ",".join(sl.conversations)]
+        limit = opts.limit_questions if opts.limit_questions is not None else sl.limit_questions
+        if limit is not None:
+            args += ["--limit-questions", str(limit)]
+        judge = opts.judge or row.judge
+        if judge:
+            args += ["--judge", judge]
+        ov = [*row.overrides, *opts.overrides]
+        if _same_banks_as_base(plan, row, ck, fixed) and s in plan.row(plan.base).slices:
+            args += ["--reuse-banks", str(plan.out / plan.base / s)]
+        return Step("eval", row.name, s, folder, args, ov, ck,
+                    {"split": sl.split, "conversations": list(sl.conversations or []) or None,
+                     "limit_questions": limit, "method": row.method, "judge": judge, "overrides": ov})
+
+
+def build_steps(plan: Plan, rows: list[str] | None = None, slices: list[str] | None = None,
+                opts: Options | None = None) -> list[Step]:
+    """The commands of the selected rows (default all) on the selected slices (default each row's),
+    in plan order: a row's training (and the trainings its checkpoints come from) before its evals."""
+    chosen = [plan.row(n) for n in rows] if rows else list(plan.rows)
+    for s in slices or []:
+        if s not in plan.slices:
+            raise PlanError(f"{plan.path}: no slice {s!r} (slices: {', '.join(plan.slices)})")
+    builder = _StepBuilder(plan, slices, opts or Options())
+    for row in chosen:
+        builder.row(row)
+    return builder.steps
 
 
 # ------------------------------------------------------------------------------ checks
@@ -370,82 +194,95 @@ def check_plan(plan: Plan, steps: list[Step] | None = None, *, compose_verl: boo
     the slice's conversations are in its split, the judge prompt is known. Train steps: the recipe
     exists and passes its schema check, its overrides name recipe keys, and (``compose_verl``) its
     ``verl.`` keys compose with verl's own config schema."""
-    from memory_r1.agents.pipeline import METHODS
     from memory_r1.config import load_recipe, recipe_path
-    from memory_r1.data import load_split
-    from memory_r1.eval.runner import EvalRequest, resolve_config
-    from memory_r1.train.runner import TrainRequest, resolve_recipe
 
     steps = steps if steps is not None else build_steps(plan)
     eval_recipe = load_recipe(recipe_path(plan.backbone, "eval"))
     split_ids: dict[str, list[str]] = {}
-    lines: list[str] = []
     composed: set[tuple] = set()
+    lines: list[str] = []
     for st in steps:
         where = f"{plan.path}: row {st.row!r}"
         if st.kind == "eval":
-            c = st.config
-            if c["method"] not in METHODS:
-                raise PlanError(f"{where}: method {c['method']!r} is not one of {', '.join(METHODS)}")
-            check_override_keys(eval_recipe, c["overrides"], where)
-            if c["split"] not in split_ids:
-                try:
-                    split_ids[c["split"]] = load_split(c["split"], data).conversation_ids
-                except ValueError as exc:
-                    raise PlanError(f"{where}: {exc}") from None
-            bad = [x for x in c["conversations"] or [] if x not in split_ids[c["split"]]]
-            if bad:
-                raise PlanError(f"{where}: conversations {bad} are not in split {c['split']!r}")
-            try:
-                cfg = resolve_config(EvalRequest(backbone=plan.backbone, split=c["split"], method=c["method"],
-                                                 conversations=c["conversations"], judge=c["judge"],
-                                                 limit_questions=c["limit_questions"], overrides=c["overrides"]))
-            except ValueError as exc:
-                raise PlanError(f"{where}: {exc}") from None
-            a = cfg["answer_agent"]
-            j = cfg.get("judge") or {}
-            ck = {o: "trained by " + str(f.parent.name) for o, f in st.checkpoints.items()}
-            lines.append(
-                f"    resolved: method={cfg['method']} split={cfg['split']} "
-                f"conversations={','.join(cfg['conversations'] or []) or 'all'} "
-                f"limit_questions={cfg['limit_questions']} top_k={a.get('top_k')} distill={a.get('distill')} "
-                f"max_sessions={(cfg.get('ingest') or {}).get('max_sessions')} judge={j.get('backend')} "
-                f"({j.get('prompt')} prompt) manager={_ck(st, '--manager', ck)} answer={_ck(st, '--answer', ck)}")
+            lines.append(_check_eval_step(plan, st, where, eval_recipe, split_ids, data))
         else:
-            c = st.config
-            try:
-                recipe, rpath = resolve_recipe(TrainRequest(stage=c["stage"], backbone=plan.backbone, algo=c["algo"],
-                                                            overrides=[o for o in c["overrides"]]))
-            except Exception as exc:  # noqa: BLE001 - the recipe's own error, one line
-                raise PlanError(f"{where}: train {c['stage']}/{c['algo']}: {exc}") from None
-            raw = load_recipe(rpath)
-            check_override_keys(raw, [o for o in c["overrides"] if not o.lstrip("+").startswith("verl.")],
-                                f"{where} train")
-            key = (str(rpath), tuple(c["overrides"]))
-            if compose_verl and key not in composed:
-                from memory_r1.train.verl.config import compose_recipe
-
-                try:
-                    compose_recipe(recipe, check=False)
-                except Exception as exc:  # noqa: BLE001 - Hydra's error, one line
-                    raise PlanError(f"{where}: train {c['stage']}/{c['algo']}: verl refuses the config: "
-                                    f"{' '.join(str(exc).split())[:300]}") from None
-                composed.add(key)
-            from memory_r1.train.verl.overrides import flatten_verl
-
-            flat = flatten_verl(recipe["verl"])
-            eps = recipe.get("episodes") or {}
-            lines.append(
-                f"    resolved: recipe={rpath} reward={recipe['reward']['name']} episodes.source={eps.get('source')} "
-                f"top_k={eps.get('top_k', eps.get('answer_top_k'))} drop_wrong_golds={eps.get('drop_wrong_golds')} "
-                f"steps={flat.get('trainer.total_training_steps')} epochs={flat.get('trainer.total_epochs')} "
-                f"batch={flat.get('data.train_batch_size')} "
-                f"lr={flat.get('actor_rollout_ref.actor.optim.lr')}"
-                + (f" manager={st.checkpoints['--manager'].parent.name}'s checkpoint" if "--manager" in st.checkpoints else ""))
-            if "--manager" in st.checkpoints and eps.get("source") != "pipeline":
-                raise PlanError(f"{where}: train.manager builds banks only with episodes.source=pipeline, "
-                                f"the recipe has {eps.get('source')!r}")
+            lines.append(_check_train_step(plan, st, where, composed if compose_verl else None))
     return lines
+
+
+def _check_eval_step(plan: Plan, st: Step, where: str, eval_recipe: dict, split_ids: dict[str, list[str]],
+                     data: Path | None) -> str:
+    """Refuse what the eval step cannot run; its resolved configuration as one ``--dry-run`` line.
+    ``split_ids`` caches each split's conversation ids."""
+    from memory_r1.agents.pipeline import METHODS
+    from memory_r1.data import load_split
+    from memory_r1.eval.runner import EvalRequest, resolve_config
+
+    c = st.config
+    if c["method"] not in METHODS:
+        raise PlanError(f"{where}: method {c['method']!r} is not one of {', '.join(METHODS)}")
+    check_override_keys(eval_recipe, c["overrides"], where)
+    if c["split"] not in split_ids:
+        try:
+            split_ids[c["split"]] = load_split(c["split"], data).conversation_ids
+        except ValueError as exc:
+            raise PlanError(f"{where}: {exc}") from None
+    bad = [x for x in c["conversations"] or [] if x not in split_ids[c["split"]]]
+    if bad:
+        raise PlanError(f"{where}: conversations {bad} are not in split {c['split']!r}")
+    try:
+        cfg = resolve_config(EvalRequest(backbone=plan.backbone, split=c["split"], method=c["method"],
+                                         conversations=c["conversations"], judge=c["judge"],
+                                         limit_questions=c["limit_questions"], overrides=c["overrides"]))
+    except ValueError as exc:
+        raise PlanError(f"{where}: {exc}") from None
+    a = cfg["answer_agent"]
+    j = cfg.get("judge") or {}
+    ck = {o: "trained by " + str(f.parent.name) for o, f in st.checkpoints.items()}
+    return (f"    resolved: method={cfg['method']} split={cfg['split']} "
+            f"conversations={','.join(cfg['conversations'] or []) or 'all'} "
+            f"limit_questions={cfg['limit_questions']} top_k={a.get('top_k')} distill={a.get('distill')} "
+            f"max_sessions={(cfg.get('ingest') or {}).get('max_sessions')} judge={j.get('backend')} "
+            f"({j.get('prompt')} prompt) manager={_ck(st, '--manager', ck)} answer={_ck(st, '--answer', ck)}")
+
+
+def _check_train_step(plan: Plan, st: Step, where: str, composed: set[tuple] | None) -> str:
+    """Refuse what the train step cannot run (``composed``: the recipes already composed with verl's
+    schema, None to skip that check); its resolved configuration as one ``--dry-run`` line."""
+    from memory_r1.config import load_recipe
+    from memory_r1.train.runner import TrainRequest, resolve_recipe
+    from memory_r1.train.verl.overrides import flatten_verl
+
+    c = st.config
+    try:
+        recipe, rpath = resolve_recipe(TrainRequest(stage=c["stage"], backbone=plan.backbone, algo=c["algo"],
+                                                    overrides=[o for o in c["overrides"]]))
+    except Exception as exc:  # noqa: BLE001 - the recipe's own error, one line
+        raise PlanError(f"{where}: train {c['stage']}/{c['algo']}: {exc}") from None
+    raw = load_recipe(rpath)
+    check_override_keys(raw, [o for o in c["overrides"] if not o.lstrip("+").startswith("verl.")],
+                        f"{where} train")
+    key = (str(rpath), tuple(c["overrides"]))
+    if composed is not None and key not in composed:
+        from memory_r1.train.verl.config import compose_recipe
+
+        try:
+            compose_recipe(recipe, check=False)
+        except Exception as exc:  # noqa: BLE001 - Hydra's error, one line
+            raise PlanError(f"{where}: train {c['stage']}/{c['algo']}: verl refuses the config: "
+                            f"{' '.join(str(exc).split())[:300]}") from None
+        composed.add(key)
+    flat = flatten_verl(recipe["verl"])
+    eps = recipe.get("episodes") or {}
+    if "--manager" in st.checkpoints and eps.get("source") != "pipeline":
+        raise PlanError(f"{where}: train.manager builds banks only with episodes.source=pipeline, "
+                        f"the recipe has {eps.get('source')!r}")
+    return (f"    resolved: recipe={rpath} reward={recipe['reward']['name']} episodes.source={eps.get('source')} "
+            f"top_k={eps.get('top_k', eps.get('answer_top_k'))} drop_wrong_golds={eps.get('drop_wrong_golds')} "
+            f"steps={flat.get('trainer.total_training_steps')} epochs={flat.get('trainer.total_epochs')} "
+            f"batch={flat.get('data.train_batch_size')} "
+            f"lr={flat.get('actor_rollout_ref.actor.optim.lr')}"
+            + (f" manager={st.checkpoints['--manager'].parent.name}'s checkpoint" if "--manager" in st.checkpoints else ""))
 
 
 def _ck(step: Step, opt: str, named: dict[str, str]) -> str:
@@ -468,7 +305,7 @@ def describe(plan: Plan, steps: list[Step], resolved: list[str]) -> list[str]:
             out.append(f"row {st.row}" + (" (base)" if st.row == plan.base else "") + (f": {about}" if about else ""))
             last = st.row
         label = "train" if st.kind == "train" else f"eval {st.slice}"
-        out.append(f"  {label}: memr1 {shlex.join(st.command(_done_checkpoints(st)))}")
+        out.append(f"  {label}: memr1 {shlex.join(st.command(done_checkpoints(st)))}")
         out.append(res)
     return out
 
@@ -482,7 +319,7 @@ def _trained_checkpoint(folder: Path) -> Path | None:
     return _trained(folder)
 
 
-def _done_checkpoints(step: Step) -> dict[str, str]:
+def done_checkpoints(step: Step) -> dict[str, str]:
     got = {}
     for opt, folder in step.checkpoints.items():
         ck = _trained_checkpoint(folder)
@@ -547,6 +384,29 @@ class StepResult:
     command: list[str]
 
 
+def _resolved_checkpoints(st: Step) -> dict[str, str]:
+    """The step's checkpoint options filled in; PlanError when a training it needs has not finished."""
+    resolved = {}
+    for opt, folder in st.checkpoints.items():
+        ck = _trained_checkpoint(folder)
+        if ck is None:
+            raise PlanError(f"row {st.row!r}: {folder} holds no trained checkpoint for {opt}")
+        resolved[opt] = str(ck)
+    return resolved
+
+
+def _step_status(st: Step, args: list[str], data: Path | None) -> tuple[str, list[str]]:
+    """(``ran`` | ``reused`` | ``skipped``, the arguments to run): a finished training is reused, a
+    stopped one resumed; a finished eval folder of the same configuration is skipped."""
+    if st.kind != "train":
+        return ("skipped" if eval_finished(st, args, data) else "ran"), args
+    if _trained_checkpoint(st.out) is not None:
+        return "reused", args
+    from memory_r1.train.runner import _has_run
+
+    return "ran", ([*args[:2], "--resume", *args[2:]] if _has_run(st.out) else args)
+
+
 def run_plan(plan: Plan, steps: list[Step], *, data: Path | None = None,
              runner: Callable[[list[str]], int] = run_memr1,
              on_step: Callable[[int, int, Step, str, list[str]], None] | None = None) -> list[StepResult]:
@@ -554,24 +414,7 @@ def run_plan(plan: Plan, steps: list[Step], *, data: Path | None = None,
     (:class:`PlanError` naming it; running the plan again resumes)."""
     results: list[StepResult] = []
     for i, st in enumerate(steps, 1):
-        resolved = {}
-        for opt, folder in st.checkpoints.items():
-            ck = _trained_checkpoint(folder)
-            if ck is None:
-                raise PlanError(f"row {st.row!r}: {folder} holds no trained checkpoint for {opt}")
-            resolved[opt] = str(ck)
-        args = st.command(resolved)
-        if st.kind == "train":
-            if _trained_checkpoint(st.out) is not None:
-                status = "reused"
-            else:
-                from memory_r1.train.runner import _has_run
-
-                if _has_run(st.out):
-                    args = [*args[:2], "--resume", *args[2:]]
-                status = "ran"
-        else:
-            status = "skipped" if eval_finished(st, args, data) else "ran"
+        status, args = _step_status(st, st.command(_resolved_checkpoints(st)), data)
         if on_step:
             on_step(i, len(steps), st, status, args)
         if status == "ran":
@@ -609,129 +452,3 @@ def compare_slices(plan: Plan, slices: list[str] | None = None, data: Path | Non
         except CompareError as exc:
             out[s] = str(exc)
     return out
-
-
-def plan_paths() -> list[Path]:
-    """Every ``recipes/<backbone>/ablations.yaml``."""
-    from memory_r1.config import recipes_dir
-
-    return sorted(recipes_dir().glob("*/ablations.yaml"))
-
-
-# ------------------------------------------------------------------------------ publishing
-
-#: the files of a finished eval folder that are published (banks and state never are)
-PUBLISHED_FILES = ("summary.json", "summary.md")
-#: predictions.jsonl is published only below this size (per-question scores let readers re-aggregate)
-MAX_PUBLISHED_PREDICTIONS = 1_000_000
-_SECRET_KEY = re.compile(
-    r"(^|[_-])(api[_-]?key|key|token|secret|passw(or)?d|authorization|credentials?|cookie)$", re.I)
-_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]*@")
-_URL_SECRET_PARAM = re.compile(r"(?P<key>[?&][^=&#\s]*(?:key|token|secret|sig|password)[^=&#\s]*=)[^&#\s]*", re.I)
-
-
-def scrub_secrets(value: Any) -> Any:
-    """A copy of a manifest with what could be a secret taken out: values under keys that name one
-    (api_key, hf_token, password, ...; not max_new_tokens), the user:password part of URLs and URL
-    parameters that name one.
-
-    >>> scrub_secrets({"judge": {"backend": "openai:gpt@https://bob:pw@h.example/v1?api_key=x&a=1"},
-    ...                "store": {"api_key": "k", "url": None}, "seed": 0})
-    {'judge': {'backend': 'openai:gpt@https://h.example/v1?api_key=<removed>&a=1'}, 'store': {'api_key': '<removed>', 'url': None}, 'seed': 0}
-    """
-    if isinstance(value, dict):
-        return {k: ("<removed>" if _SECRET_KEY.search(str(k)) and value[k] not in (None, "") else scrub_secrets(v))
-                for k, v in value.items()}
-    if isinstance(value, list):
-        return [scrub_secrets(v) for v in value]
-    if isinstance(value, str):
-        return _URL_SECRET_PARAM.sub(r"\g<key><removed>", _URL_USERINFO.sub(r"\g<scheme>", value))
-    return value
-
-
-def publish(plan: Plan, dest: Path, *, slices: list[str] | None = None,
-            opts: Options | None = None, gold_audit: Path | None = None,
-            max_predictions_bytes: int = MAX_PUBLISHED_PREDICTIONS) -> dict:
-    """Copy the small files of every finished row and slice into ``dest`` (e.g.
-    ``docs/results/ablations/<backbone>``): ``<row>/<slice>/`` gets ``summary.json``, ``summary.md``,
-    ``manifest.json`` (:func:`scrub_secrets`) and ``predictions.jsonl`` when under
-    ``max_predictions_bytes``; ``compare-<slice>/`` gets the compare table of the published rows
-    against the base row (computed from their run folders, as ``memr1 ablate`` writes it). Never
-    banks, state or checkpoints.
-
-    Every row of the plan is looked at (on ``slices``, default each row's own). A row is published
-    when its folder under the plan's ``out`` is finished with the configuration the same
-    ``memr1 ablate`` command (``slices``, ``opts``) asks for; a finished folder of another
-    configuration (say a smoke run with ``--limit-questions``) is left out, with the reason.
-    Returns what ``dest/published.json`` records: per row and slice the files published or the
-    reason there are none, and per slice the compare folder or the reason there is none (a compare
-    folder published before is then removed, so nothing stale stays)."""
-    import hashlib
-    import shutil
-
-    from memory_r1.runs import atomic_write, git_commit
-
-    opts = opts or Options()
-    steps = [s for s in build_steps(plan, None, slices, opts) if s.kind == "eval"]
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    record: dict[str, Any] = {
-        "plan": str(plan.path), "plan_sha256": hashlib.sha256(Path(plan.path).read_bytes()).hexdigest(),
-        "backbone": plan.backbone, "base": plan.base, "source": str(plan.out), "git_commit": git_commit(),
-        "options": {"judge": opts.judge, "limit_questions": opts.limit_questions, "overrides": opts.overrides},
-        "rows": {}, "compare": {},
-    }
-    published: dict[str, list[str]] = {}
-    for st in steps:
-        entry = record["rows"].setdefault(st.row, {})
-        if not (st.out / "summary.json").exists():
-            entry[st.slice] = "not run"
-            continue
-        if not eval_finished(st, st.command(_done_checkpoints(st)), opts.data):
-            entry[st.slice] = (f"left out: {st.out} was finished with another configuration than "
-                               f"memr1 ablate --plan {plan.path} asks for (options: {record['options']})")
-            continue
-        target = dest / st.row / st.slice
-        target.mkdir(parents=True, exist_ok=True)
-        files = []
-        for name in PUBLISHED_FILES:
-            if (st.out / name).exists():
-                shutil.copyfile(st.out / name, target / name)
-                files.append(name)
-        manifest = json.loads((st.out / "manifest.json").read_text())
-        atomic_write(target / "manifest.json", json.dumps(scrub_secrets(manifest), indent=2))
-        files.append("manifest.json")
-        preds = st.out / "predictions.jsonl"
-        size = preds.stat().st_size if preds.exists() else 0
-        if preds.exists() and size <= max_predictions_bytes:
-            shutil.copyfile(preds, target / "predictions.jsonl")
-            files.append("predictions.jsonl")
-        else:
-            (target / "predictions.jsonl").unlink(missing_ok=True)
-            if preds.exists():
-                log.info("%s: predictions.jsonl (%d bytes) is over %d bytes: not published", st.out, size,
-                         max_predictions_bytes)
-        entry[st.slice] = {"published": files, "predictions_bytes": size}
-        published.setdefault(st.slice, []).append(st.row)
-    for s in sorted({st.slice for st in steps}):
-        done = published.get(s, [])
-        if plan.base not in done:
-            record["compare"][s] = f"no published {plan.base} (base) folder on {s}"
-        elif len(done) < 2:
-            record["compare"][s] = f"only the base row is published on {s}"
-        else:
-            from memory_r1.eval.compare import CompareError, bootstrap_settings, compare_folders
-
-            others = [n for n in done if n != plan.base]
-            try:
-                compare_folders(plan.out / plan.base / s, [plan.out / n / s for n in others],
-                                names=[plan.base, *others], out=dest / f"compare-{s}",
-                                settings=bootstrap_settings((plan.compare or {}).get("bootstrap")),
-                                data=opts.data, gold_audit=gold_audit)
-                record["compare"][s] = f"compare-{s}"
-            except CompareError as exc:
-                record["compare"][s] = str(exc)
-        if record["compare"][s] != f"compare-{s}":
-            shutil.rmtree(dest / f"compare-{s}", ignore_errors=True)
-    atomic_write(dest / "published.json", json.dumps(record, indent=2))
-    return record
