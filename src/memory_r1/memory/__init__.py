@@ -15,13 +15,12 @@ from memory_r1.memory.bank import (
     META_ID,
     SNAPSHOT_FORMAT,
     SNAPSHOT_VERSION,
-    BankFactory,
     MemoryBank,
-    open_bank,
     utc_now,
 )
 from memory_r1.memory.embedders import MINILM_DIM, MINILM_NAME, CachingEmbedder, Embedder, MiniLMEmbedder
 from memory_r1.memory.errors import EmbeddingError, MemoryBankError, MemoryStoreError, UnknownMemoryError
+from memory_r1.memory.factory import BankFactory, open_bank
 from memory_r1.memory.naming import collection_name, namespace_key
 from memory_r1.memory.stores import EdgeStore, QdrantStore, StoredPoint, VectorStore, default_store_path, open_store
 
