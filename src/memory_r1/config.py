@@ -2,15 +2,28 @@
 
 `load_recipe(path, overrides)` reads a YAML mapping and applies dotted ``key=value`` overrides
 (values parsed as YAML, so ``answer.top_k=10`` gives an int and ``judge.backend=none`` a string).
+`load_eval_recipe` and `train_recipe` then validate it against the schema in
+:mod:`memory_r1.recipes` (every default filled in); a key the schema does not have, a value of the
+wrong type or a key of another LLM backend is a :class:`RecipeError` of one line naming the file,
+the override if one caused it, and the dotted key::
+
+    recipes/smollm2-135m/eval.yaml: unknown key answer_agent.topk (answer_agent has: ...)
 """
 
 from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 import yaml
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationError
+
+    from memory_r1.recipes import EvalRecipe, TrainRecipe
+
+    M = TypeVar("M", bound=BaseModel)
 
 
 class RecipeError(ValueError):
@@ -76,3 +89,143 @@ def load_recipe(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -
     if not isinstance(cfg, dict):
         raise RecipeError(f"{path}: a recipe is a mapping, got {type(cfg).__name__}")
     return apply_overrides(cfg, overrides)
+
+
+# ---------------------------------------------------------------------------------- validation
+
+
+def _section_fields(model: type, loc: Sequence[str]) -> list[str] | None:
+    """The keys of the section at ``loc`` of ``model`` (None when that is no single section)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    node: Any = model
+    for part in loc:
+        field = node.model_fields.get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        models = [a for a in typing.get_args(ann) or (ann,) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if len(models) != 1:
+            return None
+        node = models[0]
+    return list(node.model_fields)
+
+
+def _dotted(loc: Sequence[Any]) -> list[str]:
+    """pydantic's error location as our key path: the LLM backend a union error is tagged with is
+    not a key, a list index is written ``[i]``.
+
+    >>> _dotted(("llm", "hf", "dtype")), _dotted(("ingest", "extract", "stop", 0))
+    (['llm', 'dtype'], ['ingest', 'extract', 'stop[0]'])
+    """
+    from memory_r1.recipes import LLM_OPTIONS
+
+    parts: list[str] = []
+    for i, p in enumerate(loc):
+        if isinstance(p, int) and parts:
+            parts[-1] += f"[{p}]"
+        elif not (i == 1 and loc[0] == "llm" and p in LLM_OPTIONS):
+            parts.append(str(p))
+    return parts
+
+
+def describe_errors(exc: ValidationError, model: type) -> tuple[str, set[str]]:
+    """One line for all of a validation's errors, each naming its dotted key, and the keys named."""
+    import re
+
+    out, keys = [], set()
+    for err in exc.errors(include_url=False):
+        parts = _dotted(err["loc"])
+        path = ".".join(parts)
+        keys.add(path)
+        got = err.get("input")
+        if err["type"] == "extra_forbidden":
+            have = _section_fields(model, parts[:-1])
+            where = ".".join(parts[:-1]) or "the recipe"
+            out.append(f"unknown key {path}" + (f" ({where} has: {', '.join(have)})" if have else ""))
+        elif err["type"] == "missing":
+            out.append(f"missing key {path}")
+        elif err["type"] == "recipe":  # ours: it names its keys when it is about several
+            keys.update(re.findall(r"[A-Za-z_]\w*(?:\.\w+)+", err["msg"]))
+            out.append(err["msg"] if not path or path.split(".")[0] in err["msg"] else f"{path}: {err['msg']}")
+        elif err["type"] in ("model_type", "dict_type", "model_attributes_type"):
+            out.append(f"{path} is a section (a mapping of keys), got {got!r}")
+        else:
+            out.append(f"{path}: {err['msg'][0].lower()}{err['msg'][1:]}, got {got!r}")
+    return "; ".join(out), keys
+
+
+def _culprits(keys: set[str], overrides: Sequence[str]) -> list[str]:
+    """The overrides that set one of ``keys``, or a key above or below one.
+
+    >>> _culprits({"llm.dtyp"}, ["judge.backend=none", "llm.dtyp=x", "llm={backend: hf}"])
+    ['llm.dtyp=x', 'llm={backend: hf}']
+    """
+    hits = []
+    for item in overrides:
+        key = item.split("=", 1)[0].strip().lstrip("+")
+        if any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in keys):
+            hits.append(item)
+    return hits
+
+
+def validate_recipe(model: type[M], raw: dict, where: str | Path, overrides: Sequence[str] = (),
+                    apply: Callable[[dict, list[str]], dict] | None = None) -> M:
+    """``raw`` (a recipe file's mapping), then with ``overrides`` applied (by ``apply``, default
+    :func:`apply_overrides`), validated against ``model``; a refusal is a :class:`RecipeError` naming
+    ``where`` and, when the file itself passes, the override(s) that broke it.
+
+    >>> from memory_r1.recipes import EvalRecipe
+    >>> validate_recipe(EvalRecipe, {"answer_agent": {"top_k": 30}}, "r.yaml", ["answer_agent.topk=5"])
+    Traceback (most recent call last):
+    ...
+    memory_r1.config.RecipeError: r.yaml, override answer_agent.topk=5: unknown key answer_agent.topk (answer_agent has: top_k, distill, temperature, max_new_tokens, top_p, seed, stop, questions_per_batch, context_margin)
+    """
+    from pydantic import ValidationError
+
+    try:
+        model.model_validate(raw)
+    except ValidationError as exc:
+        raise RecipeError(f"{where}: {describe_errors(exc, model)[0]}") from None
+    if not overrides:
+        return model.model_validate(raw)
+    merged = (apply or apply_overrides)(raw, list(overrides))
+    try:
+        return model.model_validate(merged)
+    except ValidationError as exc:
+        msg, keys = describe_errors(exc, model)
+        named = _culprits(keys, overrides)
+        label = f"override{'s' if len(named) > 1 else ''} {' '.join(named)}" if named else "with its overrides"
+        raise RecipeError(f"{where}, {label}: {msg}") from None
+
+
+def _read(path: Path | str) -> dict:
+    return load_recipe(path)
+
+
+def load_eval_recipe(path: Path | str, overrides: Sequence[str] = ()) -> EvalRecipe:
+    """An eval recipe file with ``key=value`` overrides, validated (:class:`memory_r1.recipes.EvalRecipe`)."""
+    from memory_r1.recipes import EvalRecipe
+
+    return validate_recipe(EvalRecipe, _read(path), path, overrides)
+
+
+def train_recipe(raw: dict, where: str | Path, overrides: Sequence[str] = (),
+                 apply: Callable[[dict, list[str]], dict] | None = None) -> TrainRecipe:
+    """A training recipe mapping (with overrides applied by ``apply``) validated against the model
+    of its ``stage`` (:data:`memory_r1.recipes.TRAIN_RECIPES`).
+
+    >>> train_recipe({"stage": "critic"}, "r.yaml")
+    Traceback (most recent call last):
+    ...
+    memory_r1.config.RecipeError: r.yaml: stage must be one of answer, manager, got 'critic'
+    """
+    from memory_r1.recipes import TRAIN_RECIPES
+
+    merged = (apply or apply_overrides)(raw, list(overrides)) if overrides else raw
+    stage = merged.get("stage")
+    if stage not in TRAIN_RECIPES:
+        raise RecipeError(f"{where}: stage must be one of {', '.join(TRAIN_RECIPES)}, got {stage!r}")
+    return validate_recipe(TRAIN_RECIPES[stage], raw, where, overrides, apply)

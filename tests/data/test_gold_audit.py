@@ -91,7 +91,7 @@ def test_answer_rows_drop_exactly_the_audited_train_questions(tmp_path, locomo_p
 
 
 def test_manager_rows_never_carry_an_audited_gold(tmp_path, locomo_path, audit):
-    kw = {"answer_top_k": 1, "related_k": 1, "max_related": 2}
+    kw = {"top_k": 1, "related_k": 1, "max_related": 2}
     kept = _episodes("manager", False, tmp_path, locomo_path, **kw)
     dropped = _episodes("manager", True, tmp_path, locomo_path, **kw)
     wrong = set(dropped.info["dropped_wrong_golds"])

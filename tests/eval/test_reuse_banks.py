@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from memory_r1.eval.runner import INGEST_KEYS, EvalFolderError, reuse_banks
+from memory_r1.eval.folder import INGEST_KEYS, EvalFolderError, reuse_banks
 
 CFG = {"backbone": "smollm2-135m", "split": "val", "method": "memory-r1", "conversations": None,
-       "manager": None, "ingest": {"max_sessions": None}, "llm": {"dtype": "auto"}, "store": {"backend": "qdrant"},
+       "manager": None, "ingest": {"max_sessions": None}, "llm": {"dtype": "auto"}, "store": {"backend": "qdrant", "url": None},
        "data_sha256": "abc", "answer_agent": {"top_k": 30}, "judge": {"prompt": "mem0"}}
 
 
@@ -47,7 +47,8 @@ def test_banks_built_another_way_are_refused(tmp_path, key):
     src = _finished(tmp_path / "base")
     out = tmp_path / "row"
     out.mkdir()
-    changed = {**CFG, key: {"another": "setting"}}
+    other = {"backend": "edge", "url": None} if key == "store" else {"another": "setting"}  # a resolved store has a url
+    changed = {**CFG, key: other}
     with pytest.raises(EvalFolderError, match=key):
         reuse_banks(src, out, changed)
     assert not (out / "banks").exists()

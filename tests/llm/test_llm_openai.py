@@ -259,3 +259,51 @@ def test_load_llm_openai_needs_a_url(monkeypatch):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     with pytest.raises(LLMError, match="base_url"):
         load_llm("openai", "qwen2.5-7b")
+
+
+# ------------------------------------------------------------------------------ from a recipe
+
+
+@pytest.fixture
+def no_proxy(monkeypatch):
+    for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(k, raising=False)
+
+
+def test_the_cpu_recipe_switched_to_openai_builds_and_answers(server, no_proxy):
+    """`memr1 eval llm.backend=openai` once ended in a TypeError (the hf keys reached the openai
+    backend); replacing the section builds the backend from the validated options and talks HTTP."""
+    from memory_r1.config import load_eval_recipe, recipe_path
+    from memory_r1.llm import build_llm
+
+    cpu = recipe_path("smollm2-135m", "eval")
+    recipe = load_eval_recipe(cpu, [f"llm={{backend: openai, base_url: '{server.base_url}/v1', concurrency: 2}}"])
+    with build_llm(recipe.llm, "smollm2-135m") as llm:
+        assert isinstance(llm, OpenAICompatBackend) and llm.concurrency == 2 and llm.context_window == 8192
+        gens = llm.generate([[{"role": "user", "content": "hi"}]], SamplingParams(max_new_tokens=4))
+    assert gens[0].text == "echo: hi"
+    assert server.requests[0]["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"  # the alias's repo id
+
+
+def test_the_openai_recipe_builds_with_its_served_name_and_key(server, no_proxy, monkeypatch):
+    from memory_r1.config import load_eval_recipe, recipe_path
+    from memory_r1.llm import build_llm
+
+    monkeypatch.setenv("MY_SERVER_KEY", "sekret")
+    recipe = load_eval_recipe(recipe_path("smollm2-135m", "eval-openai"), [
+        f"llm.base_url={server.base_url}/v1", "llm.model=served-name", "llm.api_key_env=MY_SERVER_KEY"])
+    with build_llm(recipe.llm, "smollm2-135m") as llm:
+        llm.generate([[{"role": "user", "content": "hi"}]], SamplingParams(max_new_tokens=4))
+    assert server.requests[0]["model"] == "served-name"
+    assert server.headers[0]["Authorization"] == "Bearer sekret"
+    monkeypatch.delenv("MY_SERVER_KEY")
+    with pytest.raises(LLMError, match=r"llm.api_key_env names \$MY_SERVER_KEY, which is not set"):
+        build_llm(recipe.llm, "smollm2-135m")
+
+
+def test_build_llm_refuses_keys_of_another_backend_before_loading():
+    from memory_r1.config import RecipeError
+    from memory_r1.llm import build_llm
+
+    with pytest.raises(RecipeError, match=r"llm\.dtype \(hf/vllm\), llm\.batch_size \(hf\) do not apply to llm\.backend=openai"):
+        build_llm({"backend": "openai", "base_url": "http://127.0.0.1:9/v1", "dtype": "auto", "batch_size": 8})

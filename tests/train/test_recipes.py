@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("verl")
 
-from memory_r1.config import load_recipe, recipes_dir  # noqa: E402
+from memory_r1.config import RecipeError, load_recipe, recipes_dir  # noqa: E402
 from memory_r1.train.verl.config import compose_config, compose_recipe  # noqa: E402
 from memory_r1.train.verl.overrides import (  # noqa: E402
     RecipeSchemaError,
@@ -129,8 +129,10 @@ def test_our_keys_are_checked():
         check_recipe({**recipe, "algo": "ppo"})
     with pytest.raises(RecipeSchemaError, match="reward.name"):
         check_recipe({**recipe, "reward": {"name": "manager_em"}})
-    with pytest.raises(RecipeSchemaError, match="unknown recipe keys"):
+    with pytest.raises(RecipeError, match=r"unknown key episode \(the recipe has: "):
         check_recipe({**recipe, "episode": {}})
+    with pytest.raises(RecipeError, match=r"device: input should be 'cpu' or 'gpu'"):
+        check_recipe({**recipe, "device": "tpu"})
 
 
 def test_run_specific_overrides():

@@ -116,7 +116,9 @@ def apply_train_overrides(recipe: dict, overrides: list[str]) -> dict:
 
 
 def resolve_recipe(req: TrainRequest) -> tuple[dict, Path]:
-    from memory_r1.config import load_recipe, recipe_path
+    """The recipe with the request's overrides, validated (:mod:`memory_r1.recipes`: every key of
+    ours has its value; the ``verl:`` keys are verl's to check when composed), and its path."""
+    from memory_r1.config import load_recipe, recipe_path, train_recipe
     from memory_r1.train.verl.overrides import ALGOS, check_recipe
 
     if req.stage not in ("answer", "manager"):
@@ -126,7 +128,7 @@ def resolve_recipe(req: TrainRequest) -> tuple[dict, Path]:
     path = Path(req.recipe) if req.recipe else recipe_path(req.backbone, req.stage, req.algo)
     if not path.is_file():
         raise TrainError(f"no recipe {path} (pass --recipe PATH)")
-    recipe = apply_train_overrides(load_recipe(path), list(req.overrides))
+    recipe = train_recipe(load_recipe(path), path, req.overrides, apply=apply_train_overrides).model_dump()
     check_recipe(recipe)
     if recipe["stage"] != req.stage or recipe["algo"] != req.algo:
         raise TrainError(f"{path} is a {recipe['stage']}/{recipe['algo']} recipe, not {req.stage}/{req.algo}")
@@ -210,8 +212,8 @@ def _manifest(req: TrainRequest, recipe: dict, recipe_file: Path, model_dir: Pat
     req_d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(req).items()}
     fields = {"request": req_d, "recipe_path": str(recipe_file), "recipe": recipe, "model_path": str(model_dir),
               "episodes": info}
-    return new_manifest(fields, seed=recipe.get("seed", 0), data_path=resolve_locomo_path(req.data),
-                        dtype=recipe.get("dtype", "auto"), measure_host=recipe.get("device") == "cpu")
+    return new_manifest(fields, seed=recipe["seed"], data_path=resolve_locomo_path(req.data),
+                        dtype=recipe["dtype"], measure_host=recipe["device"] == "cpu")
 
 
 # ------------------------------------------------------------------------------ run
@@ -244,8 +246,11 @@ def prepare(req: TrainRequest) -> Prepared:
     if _has_run(out) and not req.resume:
         raise TrainError(f"{out} already holds a run; pass --resume to continue it or use another --out")
     if req.resume and stored.exists():
-        old = yaml.safe_load(stored.read_text())
-        if _resume_key(old) != _resume_key(json.loads(json.dumps(recipe))):
+        from memory_r1.config import train_recipe
+
+        # the stored recipe validated too: keys added to the schema since take their defaults
+        old = train_recipe(yaml.safe_load(stored.read_text()), stored).model_dump()
+        if _resume_key(json.loads(json.dumps(old))) != _resume_key(json.loads(json.dumps(recipe))):
             raise TrainError(f"{out} was trained with another recipe (see {stored}); use another --out")
     model_dir = hf_model_dir(req.init or req.backbone)
     train_file, val_file = out / "episodes" / "train.parquet", out / "episodes" / "val.parquet"
@@ -262,7 +267,7 @@ def prepare(req: TrainRequest) -> Prepared:
     )
     job = build_job(overrides, cpu=recipe["device"] == "cpu", metrics_path=out / "metrics.jsonl")
     out.mkdir(parents=True, exist_ok=True)
-    seed = int(recipe.get("seed", 0))
+    seed = recipe["seed"]
     seed_everything(seed)
     if req.resume and train_file.exists():
         old_manifest = out / "manifest.json"
@@ -271,7 +276,7 @@ def prepare(req: TrainRequest) -> Prepared:
                     val=row_stats(read_rows(val_file)) if val_file.exists() else {})
         log.info("resuming: reusing the episodes in %s", train_file.parent)
     else:
-        eps = build_episodes(req.stage, dict(recipe.get("episodes") or {}), backbone=req.backbone, out_dir=out,
+        eps = build_episodes(req.stage, recipe["episodes"], backbone=req.backbone, out_dir=out,
                              manager=req.manager, banks=req.banks, data=req.data)
         write_rows(eps.train, train_file)
         if eps.val:
@@ -298,7 +303,7 @@ def _resume_key(recipe: dict) -> dict:
     from memory_r1.train.verl.overrides import flatten_verl
 
     out = {k: v for k, v in recipe.items() if k != "verl"}
-    out["verl"] = {k: v for k, v in flatten_verl(recipe.get("verl") or {}).items() if k not in RESUMABLE_KEYS}
+    out["verl"] = {k: v for k, v in flatten_verl(recipe["verl"]).items() if k not in RESUMABLE_KEYS}
     return out
 
 
@@ -446,7 +451,7 @@ def run_loop(req: LoopRequest) -> list[dict]:
                             init=str(manager_ckpt) if manager_ckpt else None, out=rd / "manager",
                             ray_address=req.ray_address, overrides=list(req.overrides), data=req.data)
         mrecipe, _ = resolve_recipe(mreq)
-        if manager_ckpt is not None and (mrecipe.get("episodes") or {}).get("source") == "pipeline":
+        if manager_ckpt is not None and mrecipe["episodes"]["source"] == "pipeline":
             mreq.manager = str(manager_ckpt)
         manager_ckpt = _train_or_reuse(mreq)
 

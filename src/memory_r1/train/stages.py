@@ -58,22 +58,20 @@ class EpisodeSet:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def _eval_recipe(backbone: str, episodes: dict) -> dict:
+def _eval_recipe(backbone: str, eval_recipe: str | Path | None) -> dict:
     """The ``llm`` and ``ingest`` sections the ``pipeline`` source uses (the backbone's eval recipe,
-    or ``episodes.eval_recipe``)."""
-    from memory_r1.config import load_recipe, recipe_path
+    or ``episodes.eval_recipe``), validated."""
+    from memory_r1.config import load_eval_recipe, recipe_path
 
-    path = episodes.get("eval_recipe") or recipe_path(backbone, "eval")
-    cfg = load_recipe(path)
-    return {"llm": dict(cfg.get("llm") or {}), "ingest": dict(cfg.get("ingest") or {}), "path": str(path)}
+    path = eval_recipe or recipe_path(backbone, "eval")
+    cfg = load_eval_recipe(path)
+    return {"llm": cfg.llm, "ingest": cfg.ingest.model_dump(), "path": str(path)}
 
 
-def _load_manager_llm(backbone: str, manager: str | None, llm_cfg: dict):
-    from memory_r1.llm import load_llm
+def _load_manager_llm(backbone: str, manager: str | None, llm_cfg):
+    from memory_r1.llm import build_llm
 
-    cfg = dict(llm_cfg)
-    kind = cfg.pop("backend", "hf")
-    return load_llm(kind, manager or backbone, **cfg)
+    return build_llm(llm_cfg, manager or backbone)
 
 
 def build_episodes(
@@ -92,22 +90,24 @@ def build_episodes(
     ``manager``: Memory Manager checkpoint for the ``pipeline`` source (default: the backbone).
     ``banks``: pre-built banks (answer stage; sets the source to ``banks``)."""
     from memory_r1.data import load_split
+    from memory_r1.recipes import episodes_config
 
     get_stage(stage)
-    source = "banks" if banks is not None else episodes.get("source", "observations")
+    episodes = episodes_config(stage, episodes)  # validated, every default filled in
+    source = "banks" if banks is not None else episodes["source"]
     if manager is not None and source != "pipeline":
         raise EpisodeError(
             f"--manager builds banks with the Memory Manager, but the episodes' source is {source!r}; "
             "set episodes.source=pipeline"
         )
-    train_split = load_split(episodes.get("train_split", "train"), data)
-    val_name = episodes.get("val_split", "val")
+    train_split = load_split(episodes["train_split"], data)
+    val_name = episodes["val_split"]
     val_split = load_split(val_name, data) if val_name else None
-    max_val = episodes.get("max_val_rows")
+    max_val = episodes["max_val_rows"]
     t0 = time.perf_counter()
     info: dict[str, Any] = {"stage": stage, "source": source, "manager": manager,
                             "train_split": train_split.name, "val_split": val_name}
-    drop = wrong_gold_qids(train_split, data) if episodes.get("drop_wrong_golds", False) else []
+    drop = wrong_gold_qids(train_split, data) if episodes["drop_wrong_golds"] else []
     info["dropped_wrong_golds"] = drop
     if stage == "answer":
         train, val = _answer_episodes(source, episodes, train_split, val_split, max_val, backbone=backbone,
@@ -146,7 +146,7 @@ def _answer_episodes(source, episodes, train_split, val_split, max_val, *, backb
         factory = BankFactory.open(path=":memory:")
     elif source == "banks":
         if banks is None:
-            banks = episodes.get("banks_path")
+            banks = episodes["banks_path"]
         if not banks:
             raise EpisodeError("episodes.source=banks needs a banks folder (--banks DIR or episodes.banks_path)")
         if not Path(banks).is_dir():
@@ -165,14 +165,14 @@ def _answer_episodes(source, episodes, train_split, val_split, max_val, *, backb
         elif source == "banks":
             info["bank_sizes"] = check_banks(convs, factory)
         else:
-            ev = _eval_recipe(backbone, episodes)
+            ev = _eval_recipe(backbone, episodes["eval_recipe"])
             llm = _load_manager_llm(backbone, manager, ev["llm"])
             try:
                 info["ingest"] = pipeline_banks(convs, factory, llm, ev["ingest"])
             finally:
                 llm.close()
             info["bank_sizes"] = check_banks(convs, factory)
-        kw = {"top_k": int(episodes.get("top_k", 30)), "distill": bool(episodes.get("distill", True)),
+        kw = {"top_k": episodes["top_k"], "distill": episodes["distill"],
               "source": source}
         train = answer_rows(train_split, factory, exclude_qids=exclude_qids, **kw)
         val = answer_rows(val_split, factory, max_questions=max_val, **kw) if val_split else []
@@ -189,15 +189,15 @@ def _manager_episodes(source, episodes, train_split, val_split, max_val, *, back
     kw: dict[str, Any] = {
         "embedder": CachingEmbedder(MiniLMEmbedder()),  # one model for the train and val states
         "source": source,
-        "history_turns": episodes.get("history_turns"),
-        "related_k": int(episodes.get("related_k", 3)),
-        "max_related": int(episodes.get("max_related", 10)),
-        "answer_top_k": int(episodes.get("answer_top_k", 30)),
+        "history_turns": episodes["history_turns"],
+        "related_k": episodes["related_k"],
+        "max_related": episodes["max_related"],
+        "answer_top_k": episodes["top_k"],  # the frozen Answer Agent's memories per speaker
         "data": data,
     }
     llm = None
     if source == "pipeline":
-        ev = _eval_recipe(backbone, episodes)
+        ev = _eval_recipe(backbone, episodes["eval_recipe"])
         llm = _load_manager_llm(backbone, manager, ev["llm"])
         kw.update(llm=llm, ingest=ev["ingest"])
     try:
@@ -217,7 +217,7 @@ def rebuild_banks(backbone: str, manager: str | None, conversations, folder: str
     from memory_r1.data.episodes import pipeline_banks
     from memory_r1.memory import BankFactory
 
-    ev = _eval_recipe(backbone, {"eval_recipe": eval_recipe} if eval_recipe else {})
+    ev = _eval_recipe(backbone, eval_recipe)
     llm = _load_manager_llm(backbone, manager, ev["llm"])
     try:
         with BankFactory.open(path=str(folder)) as factory:

@@ -35,13 +35,11 @@ from typing import Any
 
 STAGES = ("answer", "manager")
 ALGOS = ("grpo", "ppo")
-DEVICES = ("cpu", "gpu")
 ADV_ESTIMATOR = {"grpo": "grpo", "ppo": "gae"}
 ANSWER_REWARDS = ("answer_em", "answer_f1")
 MANAGER_REWARDS = {"manager_em": "em", "manager_f1": "f1"}
 REWARD_FN_PATH = "pkg://memory_r1.train.verl.reward"
 REWARD_FN_NAME = "compute_score"
-OUR_KEYS = ("stage", "algo", "device", "description", "seed", "episodes", "reward", "verl", "backbone", "dtype")
 #: verl keys that set the precision of a CPU run (:func:`precision_overrides`)
 PRECISION_KEYS = (
     "actor_rollout_ref.rollout.dtype",
@@ -96,31 +94,19 @@ def flatten_verl(mapping: Mapping, prefix: str = "") -> dict[str, Any]:
 
 
 def check_recipe(recipe: Mapping) -> None:
-    """Our own keys: known, present, and consistent with verl's algorithm. Raises RecipeSchemaError."""
-    unknown = [k for k in recipe if k not in OUR_KEYS and k != "recipe_path"]
-    if unknown:
-        raise RecipeSchemaError(f"unknown recipe keys {unknown}; a recipe has {', '.join(OUR_KEYS)}")
-    for key, allowed in (("stage", STAGES), ("algo", ALGOS), ("device", DEVICES)):
-        if recipe.get(key) not in allowed:
-            raise RecipeSchemaError(f"recipe {key} must be one of {', '.join(allowed)}, got {recipe.get(key)!r}")
-    verl = recipe.get("verl")
-    if not isinstance(verl, Mapping) or not verl:
-        raise RecipeSchemaError("recipe has no verl: mapping")
-    flat = flatten_verl(verl)
-    adv = flat.get("algorithm.adv_estimator")
-    if adv != ADV_ESTIMATOR[recipe["algo"]]:
-        raise RecipeSchemaError(
-            f"algo {recipe['algo']} needs verl algorithm.adv_estimator={ADV_ESTIMATOR[recipe['algo']]}, got {adv!r}"
-        )
-    episodes = recipe.get("episodes") or {}
-    from memory_r1.data.episodes import SOURCES
+    """Our own keys against the recipe schema (:mod:`memory_r1.recipes`: known, typed, the stage's
+    episode source), then what the schema leaves to verl's wing: the algo's advantage estimator and
+    the stage's reward names. Raises :class:`memory_r1.config.RecipeError` / RecipeSchemaError."""
+    from memory_r1.config import train_recipe
 
-    if episodes.get("source") not in SOURCES:
-        raise RecipeSchemaError(f"episodes.source must be one of {', '.join(SOURCES)}, got {episodes.get('source')!r}")
-    name = (recipe.get("reward") or {}).get("name")
-    allowed = ANSWER_REWARDS if recipe["stage"] == "answer" else tuple(MANAGER_REWARDS)
-    if name not in allowed:
-        raise RecipeSchemaError(f"reward.name for the {recipe['stage']} stage must be one of {', '.join(allowed)}, got {name!r}")
+    r = train_recipe(dict(recipe), "recipe")
+    adv = flatten_verl(r.verl).get("algorithm.adv_estimator")
+    if adv != ADV_ESTIMATOR[r.algo]:
+        raise RecipeSchemaError(f"algo {r.algo} needs verl algorithm.adv_estimator={ADV_ESTIMATOR[r.algo]}, got {adv!r}")
+    allowed = ANSWER_REWARDS if r.stage == "answer" else tuple(MANAGER_REWARDS)
+    if r.reward.name not in allowed:
+        raise RecipeSchemaError(f"reward.name for the {r.stage} stage must be one of {', '.join(allowed)}, "
+                                f"got {r.reward.name!r}")
 
 
 def precision_overrides(dtype: str = "auto", critic: bool = True) -> list[str]:
