@@ -40,7 +40,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from memory_r1.data import load_split
-    from memory_r1.eval.runner import EvalRequest, ingest_batches, read_predictions, run_eval
+    from memory_r1.eval.folder import read_predictions
+    from memory_r1.eval.runner import EvalRequest, ingest_batches, run_eval
 
     if args.from_run:
         out = args.from_run

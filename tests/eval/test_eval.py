@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from memory_r1.eval import runner
-from memory_r1.eval.runner import EvalFolderError, EvalRequest, read_predictions, run_eval
+from memory_r1.eval import folder
+from memory_r1.eval.folder import EvalFolderError, read_predictions
+from memory_r1.eval.runner import EvalRequest, run_eval
 
 SMOKE = ["ingest.max_sessions=2", "answer_agent.max_new_tokens=32", "answer_agent.top_k=5"]
 
@@ -106,13 +107,13 @@ def test_rag_turns_resume_after_kill_and_judge_none(tmp_path, monkeypatch):
 def test_other_config_is_refused(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    runner.check_or_write_manifest(out, {"config": {"backbone": "smollm2-135m", "split": "val"}})
-    runner.check_or_write_manifest(out, {"config": {"backbone": "smollm2-135m", "split": "val"}})
+    folder.check_or_write_manifest(out, {"config": {"backbone": "smollm2-135m", "split": "val"}})
+    folder.check_or_write_manifest(out, {"config": {"backbone": "smollm2-135m", "split": "val"}})
     assert json.loads((out / "manifest.json").read_text())["resumed"] == 1
     with pytest.raises(EvalFolderError, match="differs in: split"):
-        runner.check_or_write_manifest(out, {"config": {"backbone": "smollm2-135m", "split": "test"}})
+        folder.check_or_write_manifest(out, {"config": {"backbone": "smollm2-135m", "split": "test"}})
     with pytest.raises(EvalFolderError, match="backbone"):
-        runner.check_or_write_manifest(out, {"config": {"backbone": "qwen2.5-7b", "split": "val"}})
+        folder.check_or_write_manifest(out, {"config": {"backbone": "qwen2.5-7b", "split": "val"}})
 
 
 def test_torn_last_line_is_dropped(tmp_path):

@@ -15,8 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from memory_r1.data.splits import Split
-from memory_r1.eval import runner
-from memory_r1.eval.runner import EvalRequest, read_predictions, run_eval
+from memory_r1.eval import folder, runner
+from memory_r1.eval.folder import read_predictions
+from memory_r1.eval.runner import EvalRequest, run_eval
 from memory_r1.llm.base import Generation
 from memory_r1.runs import atomic_write, data_path
 from memory_r1.types import QA, Conversation, Session, Turn
@@ -75,10 +76,10 @@ def test_legacy_plain_marker_is_still_read(tmp_path):
     state = tmp_path / "state"
     state.mkdir()
     (state / "ingested-conv-26.json").write_text(json.dumps({"conversation": "conv-26", "batch_stats": {}}))
-    assert runner.ingest_marker(state, "conv-26") == state / "ingested-conv-26.json"
+    assert folder.ingest_marker(state, "conv-26") == state / "ingested-conv-26.json"
     # a plain marker that names another conversation (e.g. a case-insensitive file system) is not taken
     (state / "ingested-Conv-1.json").write_text(json.dumps({"conversation": "conv-1", "batch_stats": {}}))
-    assert runner.ingest_marker(state, "Conv-1") == data_path(state, "ingested", "Conv-1")
+    assert folder.ingest_marker(state, "Conv-1") == data_path(state, "ingested", "Conv-1")
 
 
 @settings(max_examples=300, deadline=None)

@@ -10,7 +10,8 @@ import pytest
 
 from memory_r1.data import load_split
 from memory_r1.eval import runner
-from memory_r1.eval.runner import EvalFolderError, EvalRequest, read_predictions, run_eval
+from memory_r1.eval.folder import EvalFolderError, check_or_write_manifest, read_predictions
+from memory_r1.eval.runner import EvalRequest, run_eval
 from memory_r1.llm.base import Generation
 from memory_r1.metrics import bleu1, exact_match, f1_score
 
@@ -121,10 +122,10 @@ def test_unknown_judge_prompt_is_refused(tmp_path, fake):
 def test_a_folder_without_prompt_in_its_manifest_resumes_as_mem0(tmp_path):
     out = tmp_path / "old"
     out.mkdir()
-    runner.check_or_write_manifest(out, {"config": {"judge": {"backend": "self"}}})
-    runner.check_or_write_manifest(out, {"config": {"judge": {"backend": "self", "prompt": "mem0"}}})
+    check_or_write_manifest(out, {"config": {"judge": {"backend": "self"}}})
+    check_or_write_manifest(out, {"config": {"judge": {"backend": "self", "prompt": "mem0"}}})
     with pytest.raises(EvalFolderError, match="judge"):
-        runner.check_or_write_manifest(out, {"config": {"judge": {"backend": "self", "prompt": "strict"}}})
+        check_or_write_manifest(out, {"config": {"judge": {"backend": "self", "prompt": "strict"}}})
 
 
 def test_missing_audit_is_said_in_the_summary(tmp_path, fake, monkeypatch):

@@ -121,7 +121,7 @@ def score_row(row: dict) -> tuple[dict, bool]:
 
 def load_run(folder: str | Path, name: str | None = None) -> EvalRun:
     """An eval folder (``predictions.jsonl``, and ``manifest.json`` / ``summary.json`` when present)."""
-    from memory_r1.eval.runner import read_predictions
+    from memory_r1.eval.folder import read_predictions
 
     folder = Path(folder)
     preds = folder / "predictions.jsonl"

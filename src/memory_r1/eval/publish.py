@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from memory_r1.eval.ablate import Options, Step, done_checkpoints, build_steps, eval_finished
+from memory_r1.eval.ablate import Options, Step, build_steps, done_checkpoints, eval_finished
 from memory_r1.eval.plan import Plan
 
 log = logging.getLogger(__name__)
