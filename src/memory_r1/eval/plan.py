@@ -106,20 +106,6 @@ def _unknown(keys, allowed: set[str], where: str) -> None:
         raise PlanError(f"{where}: unknown keys {extra}; allowed: {', '.join(sorted(allowed))}")
 
 
-def _strs(value: Any, where: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if isinstance(value, str) or not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise PlanError(f"{where} must be a list of strings, got {value!r}")
-    return tuple(value)
-
-
-def _unknown(keys, allowed: set[str], where: str) -> None:
-    extra = sorted(set(keys) - allowed)
-    if extra:
-        raise PlanError(f"{where}: unknown keys {extra}; allowed: {', '.join(sorted(allowed))}")
-
-
 def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
