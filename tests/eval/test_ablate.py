@@ -69,7 +69,7 @@ def test_gpu_plans_mirror_table_1(backbone):
 
 def test_bad_keys_are_refused(make_plan):
     plan = make_plan([{"name": "base"}, {"name": "typo", "overrides": ["answer_agent.topk=5"]}])
-    with pytest.raises(PlanError, match="row 'typo': override 'answer_agent.topk=5' names no key"):
+    with pytest.raises(PlanError, match=r"row 'typo': .*eval\.yaml, override answer_agent\.topk=5: unknown key answer_agent\.topk \(answer_agent has: top_k"):
         check_plan(plan, compose_verl=False)
     plan = make_plan([{"name": "base"}, {"name": "t", "train": {"stage": "answer", "algo": "grpo",
                                                                         "overrides": ["episodes.topk=3"]}}])
@@ -176,4 +176,4 @@ def test_cli_dry_run_and_errors(tmp_path):
     r = CliRunner().invoke(app, ["ablate", "--plan", str(plan), "--dry-run", "--rows", "nope"])
     assert r.exit_code == 2 and "no row 'nope'" in r.output
     r = CliRunner().invoke(app, ["ablate", "--plan", str(plan), "--dry-run", "answer_agent.topk=3"])
-    assert r.exit_code == 2 and "names no key" in r.output
+    assert r.exit_code == 2 and "unknown key answer_agent.topk" in r.output

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from memory_r1.eval.plan import Plan, PlanError, Row, check_override_keys
+from memory_r1.eval.plan import Plan, PlanError, Row
 
 log = logging.getLogger(__name__)
 
@@ -190,28 +190,24 @@ def check_plan(plan: Plan, steps: list[Step] | None = None, *, compose_verl: boo
     """Check every step against the recipes before anything runs; returns lines describing each
     step's resolved configuration (what ``--dry-run`` prints).
 
-    Eval steps: the overrides name keys of the backbone's eval recipe, the method and split exist,
-    the slice's conversations are in its split, the judge prompt is known. Train steps: the recipe
-    exists and passes its schema check, its overrides name recipe keys, and (``compose_verl``) its
-    ``verl.`` keys compose with verl's own config schema."""
-    from memory_r1.config import load_recipe, recipe_path
-
+    Eval steps: the method and split exist, the slice's conversations are in its split, the eval
+    recipe with the row's overrides passes the recipe schema (:mod:`memory_r1.recipes`: known keys,
+    typed values) and the judge prompt is known. Train steps: the recipe with the row's overrides
+    passes the schema, and (``compose_verl``) its ``verl.`` keys compose with verl's own config schema."""
     steps = steps if steps is not None else build_steps(plan)
-    eval_recipe = load_recipe(recipe_path(plan.backbone, "eval"))
     split_ids: dict[str, list[str]] = {}
     composed: set[tuple] = set()
     lines: list[str] = []
     for st in steps:
         where = f"{plan.path}: row {st.row!r}"
         if st.kind == "eval":
-            lines.append(_check_eval_step(plan, st, where, eval_recipe, split_ids, data))
+            lines.append(_check_eval_step(plan, st, where, split_ids, data))
         else:
             lines.append(_check_train_step(plan, st, where, composed if compose_verl else None))
     return lines
 
 
-def _check_eval_step(plan: Plan, st: Step, where: str, eval_recipe: dict, split_ids: dict[str, list[str]],
-                     data: Path | None) -> str:
+def _check_eval_step(plan: Plan, st: Step, where: str, split_ids: dict[str, list[str]], data: Path | None) -> str:
     """Refuse what the eval step cannot run; its resolved configuration as one ``--dry-run`` line.
     ``split_ids`` caches each split's conversation ids."""
     from memory_r1.agents.pipeline import METHODS
@@ -221,7 +217,6 @@ def _check_eval_step(plan: Plan, st: Step, where: str, eval_recipe: dict, split_
     c = st.config
     if c["method"] not in METHODS:
         raise PlanError(f"{where}: method {c['method']!r} is not one of {', '.join(METHODS)}")
-    check_override_keys(eval_recipe, c["overrides"], where)
     if c["split"] not in split_ids:
         try:
             split_ids[c["split"]] = load_split(c["split"], data).conversation_ids
@@ -234,16 +229,15 @@ def _check_eval_step(plan: Plan, st: Step, where: str, eval_recipe: dict, split_
         cfg = resolve_config(EvalRequest(backbone=plan.backbone, split=c["split"], method=c["method"],
                                          conversations=c["conversations"], judge=c["judge"],
                                          limit_questions=c["limit_questions"], overrides=c["overrides"]))
-    except ValueError as exc:
+    except ValueError as exc:  # e.g. an override naming no key of the recipe
         raise PlanError(f"{where}: {exc}") from None
-    a = cfg["answer_agent"]
-    j = cfg.get("judge") or {}
+    a, j = cfg["answer_agent"], cfg["judge"]
     ck = {o: "trained by " + str(f.parent.name) for o, f in st.checkpoints.items()}
     return (f"    resolved: method={cfg['method']} split={cfg['split']} "
             f"conversations={','.join(cfg['conversations'] or []) or 'all'} "
-            f"limit_questions={cfg['limit_questions']} top_k={a.get('top_k')} distill={a.get('distill')} "
-            f"max_sessions={(cfg.get('ingest') or {}).get('max_sessions')} judge={j.get('backend')} "
-            f"({j.get('prompt')} prompt) manager={_ck(st, '--manager', ck)} answer={_ck(st, '--answer', ck)}")
+            f"limit_questions={cfg['limit_questions']} top_k={a['top_k']} distill={a['distill']} "
+            f"max_sessions={cfg['ingest']['max_sessions']} judge={j['backend']} "
+            f"({j['prompt']} prompt) manager={_ck(st, '--manager', ck)} answer={_ck(st, '--answer', ck)}")
 
 
 def _check_train_step(plan: Plan, st: Step, where: str, composed: set[tuple] | None) -> str:

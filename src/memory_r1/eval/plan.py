@@ -189,28 +189,6 @@ def load_plan(path: str | Path) -> Plan:
     return parse_plan(raw, path)
 
 
-def check_override_keys(recipe: dict, overrides: tuple[str, ...] | list[str], where: str) -> None:
-    """Every ``key=value`` names a key the recipe has (a typo would otherwise add a key nothing reads).
-
-    >>> check_override_keys({"answer_agent": {"top_k": 30}}, ["answer_agent.top_k=5"], "row")
-    >>> check_override_keys({"answer_agent": {"top_k": 30}}, ["answer_agent.topk=5"], "row x")
-    Traceback (most recent call last):
-    ...
-    memory_r1.eval.plan.PlanError: row x: override 'answer_agent.topk=5' names no key of the recipe (answer_agent has: top_k)
-    """
-    for item in overrides:
-        if "=" not in item:
-            raise PlanError(f"{where}: override {item!r} is not key=value")
-        parts = item.split("=", 1)[0].strip().split(".")
-        node: Any = recipe
-        for i, p in enumerate(parts):
-            if not isinstance(node, dict) or p not in node:
-                have = ", ".join(sorted(node)) if isinstance(node, dict) else "a value, not a section"
-                at = ".".join(parts[:i]) or "the recipe"
-                raise PlanError(f"{where}: override {item!r} names no key of the recipe ({at} has: {have})")
-            node = node[p]
-
-
 def plan_paths() -> list[Path]:
     """Every ``recipes/<backbone>/ablations.yaml``."""
     from memory_r1.config import recipes_dir
