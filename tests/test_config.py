@@ -79,6 +79,26 @@ def test_every_train_recipe_resolves_to_what_it_says(path: Path):
     assert added in ({}, {"dtype": "auto"}), added  # the GPU recipes leave the CPU-only dtype out
 
 
+def test_the_plans_and_the_compare_recipe_load_and_their_overrides_validate():
+    """The other recipes under recipes/: every ablation plan's eval overrides pass its backbone's eval
+    recipe schema, its train overrides the training recipe schema, and compare.yaml's bootstrap
+    settings load (the plans themselves are checked step by step in tests/eval/test_ablate.py)."""
+    from memory_r1.eval.compare import bootstrap_settings
+    from memory_r1.eval.plan import load_plan, plan_paths
+    from memory_r1.train.runner import apply_train_overrides
+
+    assert bootstrap_settings().resamples >= 2000
+    plans = plan_paths()
+    assert {p.parent.name for p in plans} >= {"smollm2-135m", "qwen2.5-7b", "llama3.1-8b"}
+    for path in plans:
+        plan = load_plan(path)
+        for row in plan.rows:
+            load_eval_recipe(recipe_path(plan.backbone, "eval"), row.overrides)
+            if row.train is not None:
+                p = recipe_path(plan.backbone, row.train.stage, row.train.algo)
+                train_recipe(load_recipe(p), p, row.train.overrides, apply=apply_train_overrides)
+
+
 def test_the_cpu_recipes_set_every_key_the_code_reads():
     """The CPU eval recipe is the main job: every key the pipeline reads is written in it, so a
     default in the model never decides the result of `make run` unseen."""

@@ -15,7 +15,7 @@ A plan (YAML)::
     rows:
       - name: top-k-10
         about: 5 + 5 memories (10 in all)
-        overrides: [answer_agent.top_k=5]          # eval recipe keys (each must exist in the recipe)
+        overrides: [answer_agent.top_k=5]          # eval recipe keys (checked by the recipe schema)
       - name: answer-grpo
         train: {stage: answer, algo: grpo, overrides: [verl.trainer.total_training_steps=12]}
         answer: train                # this row's trained checkpoint; or row:NAME, or a checkpoint path

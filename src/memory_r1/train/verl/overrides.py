@@ -93,10 +93,11 @@ def flatten_verl(mapping: Mapping, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_recipe(recipe: Mapping) -> None:
+def check_recipe(recipe: Mapping) -> dict:
     """Our own keys against the recipe schema (:mod:`memory_r1.recipes`: known, typed, the stage's
     episode source), then what the schema leaves to verl's wing: the algo's advantage estimator and
-    the stage's reward names. Raises :class:`memory_r1.config.RecipeError` / RecipeSchemaError."""
+    the stage's reward names. Returns the validated recipe (every key of ours with its value).
+    Raises :class:`memory_r1.config.RecipeError` / RecipeSchemaError."""
     from memory_r1.config import train_recipe
 
     r = train_recipe(dict(recipe), "recipe")
@@ -107,6 +108,7 @@ def check_recipe(recipe: Mapping) -> None:
     if r.reward.name not in allowed:
         raise RecipeSchemaError(f"reward.name for the {r.stage} stage must be one of {', '.join(allowed)}, "
                                 f"got {r.reward.name!r}")
+    return r.model_dump()
 
 
 def precision_overrides(dtype: str = "auto", critic: bool = True) -> list[str]:
@@ -130,14 +132,15 @@ def precision_overrides(dtype: str = "auto", critic: bool = True) -> list[str]:
 
 
 def reward_kwargs(recipe: Mapping, log_path: str | Path | None = None) -> dict:
-    """The kwargs verl passes to :func:`memory_r1.train.verl.reward.compute_score`."""
-    reward = recipe.get("reward") or {}
+    """The kwargs verl passes to :func:`memory_r1.train.verl.reward.compute_score` (``recipe``
+    validated by :func:`check_recipe`)."""
+    reward = recipe["reward"]
     kw: dict[str, Any] = {}
     if recipe["stage"] == "answer":
         kw["answer_reward"] = reward["name"]
     else:
         kw["manager_metric"] = MANAGER_REWARDS[reward["name"]]
-        if reward.get("answerer"):
+        if reward["answerer"]:
             kw["answerer"] = reward["answerer"]
     if log_path is not None:
         kw["log_path"] = str(log_path)
@@ -163,12 +166,12 @@ def recipe_to_overrides(
     rollouts and validation generations in ``out_dir/generations/{rollout,val}/<step>.jsonl``;
     ``resume``: ``trainer.resume_mode`` auto (continue from the latest checkpoint there) or disable;
     ``ray_address``: join an existing Ray cluster instead of starting one."""
-    check_recipe(recipe)
+    recipe = check_recipe(recipe)
     given = flatten_verl(recipe["verl"])
     out = [f"{k}={hydra_value(v)}" for k, v in given.items()]
     if recipe["device"] == "cpu":  # the recipe's dtype (auto: measured); verl keys the recipe sets win
         set_by_recipe = {k.lstrip("+") for k in given}
-        out += [o for o in precision_overrides(recipe.get("dtype", "auto"), critic=recipe["algo"] == "ppo")
+        out += [o for o in precision_overrides(recipe["dtype"], critic=recipe["algo"] == "ppo")
                 if o.split("=", 1)[0].lstrip("+") not in set_by_recipe]
     out += [
         f"reward.custom_reward_function.path={REWARD_FN_PATH}",
