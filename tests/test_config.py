@@ -261,6 +261,18 @@ def test_train_wrong_types_and_values_are_refused():
         train_recipe({k: v for k, v in raw.items() if k != "verl"}, path)
 
 
+def test_the_frozen_answerer_mapping_is_checked_per_backend():
+    raw, path = _train_raw("manager", "grpo")
+    ok = {**raw, "reward": {"name": "manager_f1", "answerer": {"backend": "hf", "model": "smollm2-135m", "dtype": "fp32"}}}
+    assert train_recipe(ok, path).reward.answerer == ok["reward"]["answerer"]  # kept as written
+    bad = {**raw, "reward": {"name": "manager_f1", "answerer": {"backend": "openai", "model": "m", "dtype": "auto"}}}
+    with pytest.raises(RecipeError, match=r"reward\.answerer: llm\.dtype \(hf/vllm\) do not apply to llm\.backend=openai"):
+        train_recipe(bad, path)
+    bad = {**raw, "reward": {"name": "manager_f1", "answerer": {"backend": "hf", "model": "m", "max_new_tokens": "48"}}}
+    with pytest.raises(RecipeError, match=r"reward\.answerer: max_new_tokens: Input should be a valid integer"):
+        train_recipe(bad, path)
+
+
 def test_the_verl_section_stays_free():
     raw, path = _train_raw()
     r = train_recipe(raw, path, ["verl.trainer.any_key_verl_checks=1"],

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -319,13 +319,55 @@ class AnswerReward(Section):
     name: str
 
 
+class AnswererSpec(Section):
+    """The frozen Answer Agent that scores the Memory Manager, as a flat mapping: ``backend`` and
+    ``model``, the ``max_new_tokens`` and ``distill`` of its answers, and any option of that backend
+    as in an ``llm:`` section (validated the same way: a key of another backend is refused).
+
+    >>> s = AnswererSpec.model_validate({"backend": "hf", "model": "smollm2-135m"})
+    >>> s.max_new_tokens, s.distill, s.llm.backend_kwargs()
+    (48, False, {'dtype': 'auto'})
+    """
+
+    model: str
+    max_new_tokens: PosInt = 48
+    distill: bool = False
+    llm: AnyLLMOptions
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "llm" not in value:
+            own = {k: value[k] for k in ("model", "max_new_tokens", "distill") if k in value}
+            return {**own, "llm": {k: v for k, v in value.items() if k not in own}}
+        return value
+
+    @field_validator("llm", mode="before")
+    @classmethod
+    def _llm_keys(cls, value: Any) -> Any:
+        return _check_llm_keys(value)
+
+
 class ManagerReward(Section):
     """``reward`` of the manager stage: ``name`` (``manager_em``, ``manager_f1``) and the frozen
-    Answer Agent: ``answerer`` as ``hf:NAME``, ``vllm:NAME``, ``openai:MODEL@URL`` or a mapping (None:
-    the untrained backbone; see :func:`memory_r1.rewards.verl_reward.parse_answerer_spec`)."""
+    Answer Agent: ``answerer`` as ``hf:NAME``, ``vllm:NAME``, ``openai:MODEL@URL`` or a mapping
+    checked as an :class:`AnswererSpec` (None: the untrained backbone; see
+    :func:`memory_r1.train.verl.reward.parse_answerer_spec`)."""
 
     name: str
     answerer: str | dict[str, Any] | None = None
+
+    @field_validator("answerer")
+    @classmethod
+    def _answerer(cls, value: Any) -> Any:
+        if isinstance(value, dict):  # checked, and kept as written: verl hands it to the reward as is
+            try:
+                AnswererSpec.model_validate(value)
+            except ValidationError as exc:
+                raise _refusal("reward.answerer: " + "; ".join(
+                    e["msg"] if e["type"] == "recipe" else f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                    for e in exc.errors(include_url=False))) from None
+        return value
 
 
 class TrainRecipe(Section):

@@ -101,8 +101,9 @@ def parse_answerer_spec(spec: str | Mapping | None) -> dict:
 
 def get_answerer(spec: str | Mapping | None):
     """The frozen Answer Agent for a spec, built on first use and kept for the process's lifetime."""
-    from memory_r1.llm import load_llm
+    from memory_r1.llm import build_llm
     from memory_r1.llm.base import SamplingParams
+    from memory_r1.recipes import AnswererSpec
     from memory_r1.rewards.manager import LLMAnswerer
 
     cfg = parse_answerer_spec(spec)
@@ -110,12 +111,10 @@ def get_answerer(spec: str | Mapping | None):
     with _answerers_lock:
         if key not in _answerers:
             t0 = time.perf_counter()
-            opts = {k: v for k, v in cfg.items() if k not in ("backend", "model", "max_new_tokens", "distill")}
-            if cfg["backend"] == "hf":
-                opts.setdefault("dtype", "auto")  # measured: bf16 where native, else fp32
-            llm = load_llm(cfg["backend"], cfg["model"], **opts)
-            params = SamplingParams(temperature=0.0, max_new_tokens=int(cfg.get("max_new_tokens", 48)))
-            _answerers[key] = LLMAnswerer(llm, params=params, distill=bool(cfg.get("distill", False)))
+            s = AnswererSpec.model_validate(cfg)  # its defaults: 48 new tokens, no distillation, hf dtype auto
+            llm = build_llm(s.llm, s.model)
+            params = SamplingParams(temperature=0.0, max_new_tokens=s.max_new_tokens)
+            _answerers[key] = LLMAnswerer(llm, params=params, distill=s.distill)
             log.info("frozen Answer Agent %s loaded in %.1f s (pid %d)", cfg, time.perf_counter() - t0, os.getpid())
         return _answerers[key]
 
