@@ -24,6 +24,7 @@ from pathlib import Path
 
 from memory_r1.agents._text import find_json
 from memory_r1.llm.base import LLM, SamplingParams
+from memory_r1.recipes import JudgeSection
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ Reply with JSON only: {{"label": "CORRECT"}} or {{"label": "WRONG"}}"""
 
 #: ``judge.prompt`` choices of an eval recipe
 JUDGE_PROMPTS: dict[str, str] = {"mem0": MEM0_PROMPT, "strict": STRICT_PROMPT}
-DEFAULT_JUDGE_PROMPT = "mem0"
+DEFAULT_JUDGE_PROMPT: str = JudgeSection.model_fields["prompt"].default  # "mem0", written once in recipes.py
 JUDGE_PROMPT = MEM0_PROMPT  # the default's text, under its earlier name
 
 
