@@ -1,12 +1,11 @@
 """`memr1 eval` with the model behind an OpenAI-compatible server: the CPU recipe's llm section
 switched to the openai backend (once a TypeError about ``dtype``), and the recipe made for it, run a
-val slice against a real HTTP server in this process (no model is loaded here)."""
+val slice against a real HTTP server in this process (``chat_server``, tests/conftest.py; no model is
+loaded here)."""
 
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -15,49 +14,15 @@ from memory_r1.config import RecipeError
 from memory_r1.eval.runner import EvalRequest, read_predictions, run_eval
 
 
-class ChatServer:
-    """``POST /v1/chat/completions``: the extractor finds no facts in any turn ("NONE"), every other
-    call answers "Answer: Boston". Records each request body."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append(body)
-                text = "NONE" if body["messages"][0]["content"] == EXTRACT_SYSTEM else "Answer: Boston"
-                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": text},
-                                                "finish_reason": "stop"}],
-                                   "usage": {"prompt_tokens": 100, "completion_tokens": 3}}).encode()
-                self.send_response(200 if self.path == "/v1/chat/completions" else 404)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+def _reply(body: dict) -> str:
+    """The extractor finds no facts in any turn ("NONE"); every other call answers "Answer: Boston"."""
+    return "NONE" if body["messages"][0]["content"] == EXTRACT_SYSTEM else "Answer: Boston"
 
 
 @pytest.fixture
-def chat(monkeypatch):
-    for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(k, raising=False)
-    s = ChatServer()
-    yield s
-    s.stop()
+def chat(chat_server):
+    chat_server.reply = _reply
+    return chat_server
 
 
 def _req(tmp_path, overrides, **kw) -> EvalRequest:
@@ -65,7 +30,7 @@ def _req(tmp_path, overrides, **kw) -> EvalRequest:
                        overrides=["ingest.max_sessions=1", *overrides], **kw)
 
 
-def _check_run(out, chat: ChatServer, served: str) -> None:
+def _check_run(out, chat, served: str) -> None:
     rows = read_predictions(out / "predictions.jsonl")
     assert [r["prediction"] for r in rows] == ["Boston", "Boston"]
     assert {b["model"] for b in chat.requests} == {served}

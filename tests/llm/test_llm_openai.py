@@ -1,12 +1,10 @@
-"""OpenAI-compatible backend against a tiny chat-completions server run by the test on 127.0.0.1."""
+"""OpenAI-compatible backend against a tiny chat-completions server run by the test on 127.0.0.1
+(``chat_server`` in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -14,98 +12,9 @@ from memory_r1.llm import LLM, LLMError, SamplingParams, load_llm
 from memory_r1.llm.openai_compat import OpenAICompatBackend, approx_token_count
 
 
-class FakeServer:
-    """Answers POST /v1/chat/completions with canned JSON echoing the last user message.
-
-    ``fail_first``: answer that many requests with ``fail_status`` first; ``delay``: seconds to wait
-    before answering; ``finish_reason``/``content`` override the canned answer."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict] = []
-        self.headers: list[dict] = []
-        self.fail_first = 0
-        self.fail_status = 500
-        self.delay = 0.0
-        self.finish_reason = "stop"
-        self.content: str | None = None
-        self.usage = True
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self._lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep pytest output clean
-                pass
-
-            def do_POST(self):  # noqa: N802
-                n = int(self.headers.get("Content-Length", 0))
-                body = json.loads(self.rfile.read(n))
-                with server._lock:
-                    server.requests.append(body)
-                    server.headers.append(dict(self.headers))
-                    count = len(server.requests)
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                try:
-                    if server.delay:
-                        time.sleep(server.delay)
-                    if self.path != "/v1/chat/completions":
-                        return self._send(404, {"error": "not found"})
-                    if count <= server.fail_first:
-                        return self._send(server.fail_status, {"error": "boom"})
-                    last = body["messages"][-1]["content"]
-                    text = server.content if server.content is not None else f"echo: {last}"
-                    answer = {
-                        "id": f"cmpl-{count}",
-                        "object": "chat.completion",
-                        "model": body["model"],
-                        "choices": [
-                            {
-                                "index": 0,
-                                "message": {"role": "assistant", "content": text},
-                                "finish_reason": server.finish_reason,
-                            }
-                        ],
-                    }
-                    if server.usage:
-                        answer["usage"] = {
-                            "prompt_tokens": 10 + len(last),
-                            "completion_tokens": 3,
-                            "total_tokens": 13 + len(last),
-                        }
-                    self._send(200, answer)
-                finally:
-                    with server._lock:
-                        server.in_flight -= 1
-
-            def _send(self, status, payload):
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05})
-        self.thread.daemon = True
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
-
-
 @pytest.fixture
-def server():
-    s = FakeServer()
-    yield s
-    s.stop()
+def server(chat_server):
+    return chat_server
 
 
 def _backend(server, **kw) -> OpenAICompatBackend:
@@ -264,13 +173,7 @@ def test_load_llm_openai_needs_a_url(monkeypatch):
 # ------------------------------------------------------------------------------ from a recipe
 
 
-@pytest.fixture
-def no_proxy(monkeypatch):
-    for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(k, raising=False)
-
-
-def test_the_cpu_recipe_switched_to_openai_builds_and_answers(server, no_proxy):
+def test_the_cpu_recipe_switched_to_openai_builds_and_answers(server):
     """`memr1 eval llm.backend=openai` once ended in a TypeError (the hf keys reached the openai
     backend); replacing the section builds the backend from the validated options and talks HTTP."""
     from memory_r1.config import load_eval_recipe, recipe_path
@@ -285,7 +188,7 @@ def test_the_cpu_recipe_switched_to_openai_builds_and_answers(server, no_proxy):
     assert server.requests[0]["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"  # the alias's repo id
 
 
-def test_the_openai_recipe_builds_with_its_served_name_and_key(server, no_proxy, monkeypatch):
+def test_the_openai_recipe_builds_with_its_served_name_and_key(server, monkeypatch):
     from memory_r1.config import load_eval_recipe, recipe_path
     from memory_r1.llm import build_llm
 
