@@ -552,14 +552,8 @@ class HFBackend(ClosingMixin):
     def _generate_batch(
         self, prompts: list[list[int]], caps: list[int], params: SamplingParams
     ) -> list[Generation]:
-        from memory_r1.llm import kv_cache
+        from memory_r1.llm.hf_generate import generate_and_cut
 
-        ids, mask, cache, shared = kv_cache.generation_inputs(
-            self.model, prompts, max(caps), self.pad_token_id, padded_cache=self.padded_cache,
-            share_prefixes=self.share_prefixes, device=self.device,
-        )
-        self.prefix_batches += int(shared)
-        longest = ids.shape[1]
         kwargs: dict[str, Any] = {
             "max_new_tokens": max(caps),
             "pad_token_id": self.pad_token_id,
@@ -571,19 +565,17 @@ class HFBackend(ClosingMixin):
             kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
-        if cache is not None:
-            kwargs["past_key_values"] = cache
         try:
-            out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+            rows = generate_and_cut(
+                self.model, prompts, caps, pad_id=self.pad_token_id, eos_ids=self.eos_token_ids,
+                padded_cache=self.padded_cache, share_prefixes=self.share_prefixes, device=self.device, **kwargs,
+            )
         except RuntimeError as exc:
             raise LLMError(f"{self.name}: generation failed on {self.device}: {exc}") from exc
-        new = out[:, longest:].tolist()
-        eos = set(self.eos_token_ids)
+        self.prefix_batches += int(rows.shared_prefix)
         gens = []
-        for j, toks in enumerate(new):
-            toks = toks[: caps[j]]
-            end = next((k for k, t in enumerate(toks) if t in eos), None)
-            used = toks if end is None else toks[:end]
+        for j, (toks, ended) in enumerate(zip(rows.tokens, rows.ended, strict=True)):
+            used = toks[:-1] if ended else toks  # the text leaves the end-of-sequence token out
             text = self.tokenizer.decode(
                 used, skip_special_tokens=True, clean_up_tokenization_spaces=False
             )
@@ -591,10 +583,8 @@ class HFBackend(ClosingMixin):
             if stopped:
                 n_completion = self._completion_tokens_until_stop(used, params.stop or [])
                 reason = "stop"
-            elif end is not None:
-                n_completion, reason = end + 1, "stop"
             else:
-                n_completion, reason = len(toks), "length"
+                n_completion, reason = len(toks), "stop" if ended else "length"
             gens.append(Generation(text, len(prompts[j]), n_completion, reason))
         return gens
 

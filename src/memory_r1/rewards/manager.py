@@ -179,20 +179,22 @@ class LLMAnswerer:
     """The frozen Answer Agent over an LLM backend (:class:`memory_r1.llm.LLM`).
 
     ``answer`` is async: concurrent requests (verl scores every sample of a batch concurrently) are
-    gathered for up to ``wait_s`` seconds or ``max_batch`` requests and sent as one ``generate`` call
-    in a worker thread; the result is the text after ``Answer:`` (the last line when the model wrote
-    no marker). ``answer_sync`` answers one question directly."""
+    gathered for ``wait_s`` seconds or up to ``max_batch`` requests
+    (:class:`memory_r1.llm.batcher.AsyncBatcher`) and sent as one ``generate`` call in a worker
+    thread; the result is the text after ``Answer:`` (the last line when the model wrote no marker).
+    ``answer_sync`` answers one question directly."""
 
     def __init__(self, llm, *, params=None, distill: bool = False, max_batch: int = 32, wait_s: float = 0.05):
         from memory_r1.llm.base import SamplingParams
+        from memory_r1.llm.batcher import AsyncBatcher
 
         self.llm = llm
         self.params = params or SamplingParams(temperature=0.0, max_new_tokens=48)
         self.distill = distill
         self.max_batch = max_batch
         self.wait_s = wait_s
-        self._queue: list[tuple[list[dict], asyncio.Future]] = []
-        self._flusher: asyncio.Task | None = None
+        self._batcher = AsyncBatcher(self._generate, max_batch=max_batch, idle_s=wait_s, max_wait_s=wait_s,
+                                     name="frozen Answer Agent batch")
         self._lock = threading.Lock()  # one generate at a time (the backend is not re-entrant)
         self.calls = 0
         self.batches = 0
@@ -216,32 +218,4 @@ class LLMAnswerer:
         return self._generate([self._messages(question, memories_a, memories_b, speakers)])[0]
 
     async def answer(self, question, memories_a, memories_b, *, speakers=("A", "B")) -> str:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future = loop.create_future()
-        self._queue.append((self._messages(question, memories_a, memories_b, speakers), fut))
-        if len(self._queue) >= self.max_batch:
-            self._flush_now()
-        elif self._flusher is None or self._flusher.done():
-            self._flusher = loop.create_task(self._flush_later())
-        return await fut
-
-    async def _flush_later(self) -> None:
-        await asyncio.sleep(self.wait_s)
-        self._flush_now()
-
-    def _flush_now(self) -> None:
-        batch, self._queue = self._queue, []
-        if batch:
-            asyncio.get_running_loop().create_task(self._run(batch))
-
-    async def _run(self, batch) -> None:
-        try:
-            texts = await asyncio.to_thread(self._generate, [m for m, _ in batch])
-        except Exception as exc:  # the waiting rewards fail with the real error
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
-            return
-        for (_, fut), text in zip(batch, texts, strict=True):
-            if not fut.done():
-                fut.set_result(text)
+        return await self._batcher.submit(self._messages(question, memories_a, memories_b, speakers))

@@ -30,6 +30,7 @@ from typing import Any, Optional
 import torch
 from verl.workers.rollout.replica import RolloutMode, TokenOutput
 
+from memory_r1.llm.batcher import AsyncBatcher
 from memory_r1.threads import configure_threads, worker_threads
 from memory_r1.train.verl.cpu.settings import cfg_get, get_logger, peak_rss_bytes
 
@@ -53,7 +54,6 @@ class _Request:
     repetition_penalty: float
     ignore_eos: bool
     logprobs: bool
-    future: asyncio.Future
 
     def key(self) -> tuple:
         return (
@@ -71,8 +71,7 @@ class _LogprobRecorder:
     log-probability of each sampled token under ``softmax(logits / temperature)`` — what verl's actor
     computes for ``old_log_prob`` — holding one ``[batch, vocab]`` tensor at a time."""
 
-    def __init__(self, prompt_len: int, temperature: float) -> None:
-        self.prompt_len = prompt_len
+    def __init__(self, temperature: float) -> None:
         self.inv_t = 1.0 / temperature if temperature and temperature > 0 else 1.0
         self.steps: list[torch.Tensor] = []
         self._pending: Optional[torch.Tensor] = None
@@ -88,10 +87,11 @@ class _LogprobRecorder:
         self.steps.append(self._pending.gather(1, chosen[:, None].to(self._pending.device)).squeeze(1))
         self._pending = None
 
-    def finish(self, sequences: torch.Tensor) -> torch.Tensor:
-        """``[batch, generated]`` log-probs once ``generate`` returned ``sequences``."""
+    def finish(self, sequences: torch.Tensor, prompt_len: int) -> torch.Tensor:
+        """``[batch, generated]`` log-probs once ``generate`` returned ``sequences`` (new tokens from
+        ``prompt_len`` on)."""
         if self._pending is not None:
-            pos = self.prompt_len + len(self.steps)
+            pos = prompt_len + len(self.steps)
             if pos < sequences.shape[1]:
                 self._take(sequences[:, pos])
             else:
@@ -105,10 +105,11 @@ class HFRolloutServer:
     """Token-in/token-out generation server on transformers (a Ray actor; verl's agent loop calls
     :meth:`generate` concurrently, one request per sample and per ``n``).
 
-    Requests that arrive together are generated as one left-padded batch: the batcher waits until no
-    new request came for ``batch_idle_s`` (at most ``batch_max_wait_s``), then takes up to
-    ``rollout.max_num_seqs`` requests sharing sampling parameters. ``model.generate`` runs in a thread
-    so the actor keeps accepting requests meanwhile.
+    Requests that arrive together are generated as one batch (:class:`memory_r1.llm.batcher.AsyncBatcher`:
+    it waits until no new request came for ``batch_idle_s``, at most ``batch_max_wait_s``, then takes
+    up to ``rollout.max_num_seqs`` requests sharing sampling parameters) by
+    :func:`memory_r1.llm.hf_generate.generate_and_cut`, in a thread so the actor keeps accepting
+    requests meanwhile.
     """
 
     batch_idle_s = 0.05
@@ -131,10 +132,6 @@ class HFRolloutServer:
         self.replica_rank = replica_rank
         self.node_rank = node_rank
         self.global_steps: Optional[int] = None
-        self._queue: list[_Request] = []
-        self._event: Optional[asyncio.Event] = None
-        self._batcher: Optional[asyncio.Task] = None
-        self._inflight = 0
         self._lock = threading.Lock()  # generate vs. weight update
         self.stats = {"requests": 0, "batches": 0, "prefix_batches": 0, "generated_tokens": 0, "generate_s": 0.0,
                       "weight_syncs": 0}
@@ -153,6 +150,8 @@ class HFRolloutServer:
         response_len = int(cfg_get(self.config, "response_length", 512))
         self.max_model_len = int(cfg_get(self.config, "max_model_len", None) or prompt_len + response_len)
         self.max_batch = max(1, int(cfg_get(self.config, "max_num_seqs", 256) or 256))
+        self._batcher = AsyncBatcher(self._generate_batch, max_batch=self.max_batch, idle_s=self.batch_idle_s,
+                                     max_wait_s=self.batch_max_wait_s, key=_Request.key, name="hf rollout batch")
         log.info(
             "hf rollout server %d: %s in %s, %d threads, eos %s, max batch %d",
             replica_rank,
@@ -247,17 +246,8 @@ class HFRolloutServer:
             ),
             ignore_eos=bool(params.get("ignore_eos", cfg_get(self.config, "ignore_eos", False))),
             logprobs=bool(params.get("logprobs", False)),
-            future=asyncio.get_running_loop().create_future(),
         )
-        self._ensure_batcher()
-        self._queue.append(req)
-        self._inflight += 1
-        assert self._event is not None
-        self._event.set()
-        try:
-            token_ids, logprobs = await req.future
-        finally:
-            self._inflight -= 1
+        token_ids, logprobs = await self._batcher.submit(req)
         return TokenOutput(
             token_ids=token_ids,
             log_probs=logprobs,
@@ -266,56 +256,13 @@ class HFRolloutServer:
             extra_fields={"global_steps": self.global_steps},
         )
 
-    def _ensure_batcher(self) -> None:
-        if self._batcher is None or self._batcher.done():  # first request (or a new event loop)
-            self._event = asyncio.Event()
-            self._batcher = asyncio.get_running_loop().create_task(self._batch_loop())
-
-    async def _batch_loop(self) -> None:
-        assert self._event is not None
-        while True:
-            if not self._queue:
-                self._event.clear()
-                await self._event.wait()
-                continue
-            # let a burst of requests (one rollout step) arrive before batching
-            waited, seen = 0.0, len(self._queue)
-            while waited < self.batch_max_wait_s and len(self._queue) < self.max_batch:
-                await asyncio.sleep(self.batch_idle_s)
-                waited += self.batch_idle_s
-                if len(self._queue) == seen:
-                    break
-                seen = len(self._queue)
-            key = self._queue[0].key()
-            batch = [r for r in self._queue if r.key() == key][: self.max_batch]
-            taken = {id(r) for r in batch}
-            self._queue = [r for r in self._queue if id(r) not in taken]
-            try:
-                results = await asyncio.to_thread(self._generate_batch, batch)
-            except Exception as exc:  # fail the requests, keep serving
-                log.exception("hf rollout batch of %d failed", len(batch))
-                for r in batch:
-                    if not r.future.done():
-                        r.future.set_exception(exc)
-                continue
-            for r, res in zip(batch, results, strict=True):
-                if not r.future.done():
-                    r.future.set_result(res)
-
     @torch.inference_mode()
     def _generate_batch(self, batch: list[_Request]) -> list[tuple[list[int], Optional[list[float]]]]:
         from transformers import GenerationConfig, LogitsProcessorList
 
-        first = batch[0]
-        from memory_r1.llm import kv_cache
+        from memory_r1.llm.hf_generate import generate_and_cut
 
-        # the GRPO samples of one prompt share all of it: computed once
-        input_ids, attention, cache, shared = kv_cache.generation_inputs(
-            self.model, [r.prompt_ids for r in batch], first.max_tokens, self.pad_id,
-            padded_cache=self.fast_cpu, share_prefixes=self.fast_cpu,
-        )
-        width = input_ids.shape[1]
-        self.stats["prefix_batches"] += int(shared)
+        first = batch[0]
         sample = first.temperature > 0
         gen_kwargs: dict[str, Any] = {
             "max_new_tokens": first.max_tokens,
@@ -330,35 +277,23 @@ class HFRolloutServer:
             gen_kwargs.update(temperature=first.temperature, top_p=first.top_p, top_k=first.top_k)
         if first.ignore_eos:
             gen_kwargs["min_new_tokens"] = first.max_tokens
-        recorder = _LogprobRecorder(width, first.temperature)
+        recorder = _LogprobRecorder(first.temperature)
         t0 = time.perf_counter()
         with self._lock:
-            out = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=attention,
-                generation_config=GenerationConfig(**gen_kwargs),
-                logits_processor=LogitsProcessorList([recorder]),
-                **({"past_key_values": cache} if cache is not None else {}),
+            # the GRPO samples of one prompt share all of it: computed once
+            rows = generate_and_cut(
+                self.model, [r.prompt_ids for r in batch], [first.max_tokens] * len(batch),
+                pad_id=self.pad_id, eos_ids=self.eos_ids, padded_cache=self.fast_cpu,
+                share_prefixes=self.fast_cpu, stop_at_eos=not first.ignore_eos,
+                generation_config=GenerationConfig(**gen_kwargs), logits_processor=LogitsProcessorList([recorder]),
             )
         seconds = time.perf_counter() - t0
-        sequences = out if isinstance(out, torch.Tensor) else out.sequences
-        logprobs = recorder.finish(sequences)
-        generated = sequences[:, width:]
-        results: list[tuple[list[int], Optional[list[float]]]] = []
-        n_tokens = 0
-        eos = set(self.eos_ids)
-        for i, r in enumerate(batch):
-            ids = generated[i].tolist()
-            cut = len(ids)
-            if not r.ignore_eos:
-                for j, t in enumerate(ids):
-                    if t in eos:
-                        cut = j + 1  # keep the stop token, as vLLM does
-                        break
-            ids = ids[:cut]
-            n_tokens += len(ids)
-            lp = logprobs[i, :cut].tolist() if r.logprobs else None
-            results.append((ids, lp))
+        width = rows.width
+        self.stats["prefix_batches"] += int(rows.shared_prefix)
+        logprobs = recorder.finish(rows.sequences, width)
+        results = [(ids, logprobs[i, : len(ids)].tolist() if r.logprobs else None)
+                   for i, (r, ids) in enumerate(zip(batch, rows.tokens, strict=True))]
+        n_tokens = sum(len(ids) for ids in rows.tokens)
         self.stats["requests"] += len(batch)
         self.stats["batches"] += 1
         self.stats["generated_tokens"] += n_tokens
@@ -422,8 +357,7 @@ class HFRolloutServer:
         return None
 
     async def wait_for_requests_to_drain(self) -> None:
-        while self._inflight:
-            await asyncio.sleep(0.01)
+        await self._batcher.drain()
 
     async def abort_all_requests(self, reset_prefix_cache: bool = True, reject_request: bool = False) -> dict:
         # batches are short and cannot be interrupted; callers (weight sync) wait for them instead
