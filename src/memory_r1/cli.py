@@ -383,8 +383,10 @@ def _train(stage: str, backbone: str, algo: str, recipe: Optional[Path], manager
     """Shared body of `memr1 train answer|manager`."""
     if algo not in TRAIN_ALGOS:
         fail(f"unknown algo {algo!r}; choose from {', '.join(TRAIN_ALGOS)}")
-    if banks is not None and stage != "answer":
-        fail("--banks gives pre-built banks to the answer stage only")
+    from memory_r1.train.stages import get_stage
+
+    if banks is not None and not get_stage(stage).takes_banks:
+        fail(f"--banks gives pre-built banks to a stage that reads them, not to the {stage} stage")
     from memory_r1.train.runner import TrainRequest, run_training
 
     req = TrainRequest(
@@ -403,7 +405,7 @@ def _train(stage: str, backbone: str, algo: str, recipe: Optional[Path], manager
         typer.echo(f"  {key}: {st['scored']} completions, {st['unparsed']} unparseable, mean {st['reward']} {st['mean_score']}")
     if result.hf_checkpoint is None:
         fail(f"no HF checkpoint was written under {result.out / 'checkpoints'}", code=1)
-    flag = "--answer" if stage == "answer" else "--manager"
+    flag = get_stage(stage).eval_flag
     typer.echo(f"hf checkpoint: {result.hf_checkpoint}")
     typer.echo(f"evaluate with: memr1 eval --backbone {backbone} {flag} {result.hf_checkpoint}")
 

@@ -12,11 +12,12 @@ from memory_r1.agents.answerer import ANSWER_SYSTEM
 from memory_r1.agents.extractor import EXTRACT_SYSTEM
 from memory_r1.agents.pipeline import Pipeline
 from memory_r1.agents.retrieval import bank_namespace, per_speaker, related_memories, search
-from memory_r1.data.episodes import EvidenceTurn, _manager_row, answer_rows
 from memory_r1.data.splits import Split
 from memory_r1.llm import Generation
 from memory_r1.memory import MemoryBank
 from memory_r1.rewards.manager import manager_reward
+from memory_r1.train.stages.answer import answer_rows
+from memory_r1.train.stages.manager import EvidenceTurn, manager_row
 from memory_r1.types import QA, Conversation, Session, Turn
 
 K = 2
@@ -106,7 +107,7 @@ def test_manager_rows_reward_and_ingestion_agree(factory):
     turn = conv.sessions[0].turns[0]
     fact = "Ann says: I moved to Oslo and sold my bike"
     mcfg = CFG["ingest"]["manager"]
-    row = _manager_row(0, "test", conv, EvidenceTurn(turn, 0, list(conv.qa)), [fact], "turn", banks,
+    row = manager_row(0, "test", conv, EvidenceTurn(turn, 0, list(conv.qa)), [fact], "turn", banks,
                        mcfg["related_k"], mcfg["max_related"], K, "banks", None)
     eval_answers = Pipeline(ScriptedLLM(), factory.bank, CFG).answer(conv, list(conv.qa))
 

@@ -107,7 +107,7 @@ def test_manager_rows_never_carry_an_audited_gold(tmp_path, locomo_path, audit):
 
 
 def test_drop_without_an_audit_fails(tmp_path, monkeypatch, locomo_path):
-    from memory_r1.data.episodes import EpisodeError
+    from memory_r1.train.stages import EpisodeError
 
     monkeypatch.delenv("MEMR1_GOLD_AUDIT", raising=False)
     monkeypatch.setattr(data_paths, "repo_root", lambda: tmp_path / "repo")

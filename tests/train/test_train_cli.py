@@ -116,7 +116,7 @@ def test_loop_chains_the_stages_and_reuses_finished_steps(tmp_path, monkeypatch)
         return req.out
 
     monkeypatch.setattr(tr, "run_training", fake_training)
-    monkeypatch.setattr("memory_r1.train.stages.rebuild_banks", fake_banks)
+    monkeypatch.setattr("memory_r1.train.stages.banks.rebuild_banks", fake_banks)
     monkeypatch.setattr("memory_r1.eval.runner.run_eval", fake_eval)
     out = tmp_path / "loop"
     records = tr.run_loop(tr.LoopRequest(rounds=2, out=out))
@@ -152,4 +152,4 @@ def test_manager_dry_run(tmp_path):
     assert ep["train"]["rows"] == 133 and ep["train"]["linked_questions"] == 203 and ep["val"]["rows"] == cap
     overrides = (out / "overrides.txt").read_text()
     assert "algorithm.adv_estimator=gae" in overrides and "critic.model.path=" in overrides
-    assert "manager_metric:f1" in overrides and "answerer:'hf:smollm2-135m'" in overrides
+    assert "reward:manager_f1" in overrides and "answerer:'hf:smollm2-135m'" in overrides

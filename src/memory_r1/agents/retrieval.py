@@ -3,7 +3,7 @@
 What the Answer Agent reads (``top_k`` memories per speaker, retrieved by the question) and what the
 Memory Manager is shown (the owner's memories related to the new facts) are chosen here and nowhere
 else: :class:`~memory_r1.agents.pipeline.Pipeline` (``memr1 eval``), the training rows of
-:mod:`memory_r1.data.episodes` and the manager reward (:mod:`memory_r1.rewards.manager`) all call
+:mod:`memory_r1.train.stages` and the manager reward (:mod:`memory_r1.rewards.manager`) all call
 these functions, so a model is trained on the prompts it is evaluated on
 (``tests/agents/test_retrieval.py`` checks eval against the rows).
 

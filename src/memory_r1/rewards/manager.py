@@ -1,7 +1,7 @@
 """The Memory Manager's outcome reward: apply its operations, let a frozen Answer Agent answer.
 
 For one completion of a Memory Manager episode (a row of
-:func:`memory_r1.data.episodes.manager_rows`):
+:func:`memory_r1.train.stages.manager.manager_rows`):
 
 1. parse the operations with the row's ``id_map`` (ids the prompt showed; an invented id is
    rejected and counted, never applied to another memory);

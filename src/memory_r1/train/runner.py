@@ -119,10 +119,11 @@ def resolve_recipe(req: TrainRequest) -> tuple[dict, Path]:
     """The recipe with the request's overrides, validated (:mod:`memory_r1.recipes`: every key of
     ours has its value; the ``verl:`` keys are verl's to check when composed), and its path."""
     from memory_r1.config import load_recipe, recipe_path, train_recipe
+    from memory_r1.train.stages import STAGES
     from memory_r1.train.verl.overrides import ALGOS, check_recipe
 
-    if req.stage not in ("answer", "manager"):
-        raise TrainError(f"unknown stage {req.stage!r}; choose answer or manager")
+    if req.stage not in STAGES:
+        raise TrainError(f"unknown stage {req.stage!r}; choose {' or '.join(STAGES)}")
     if req.algo not in ALGOS:
         raise TrainError(f"unknown algo {req.algo!r}; choose from {', '.join(ALGOS)}")
     path = Path(req.recipe) if req.recipe else recipe_path(req.backbone, req.stage, req.algo)
@@ -235,10 +236,10 @@ def prepare(req: TrainRequest) -> Prepared:
     """Resolve the recipe, check the folder, compose and validate verl's config (before any episode
     is built: a key verl does not have fails here), build (or reuse) the episodes and write
     everything but the training outputs."""
-    from memory_r1.data.episodes import read_rows, row_stats, write_rows
-    from memory_r1.train.stages import build_episodes
+    from memory_r1.train.stages import build_episodes, row_stats
     from memory_r1.train.verl.config import build_job
     from memory_r1.train.verl.overrides import flatten_verl, recipe_to_overrides
+    from memory_r1.train.verl.rows import read_rows, write_rows
 
     recipe, recipe_file = resolve_recipe(req)
     out = Path(req.out or default_out_dir(req)).resolve()
@@ -311,7 +312,7 @@ def _prompt_token_stats(model_dir: Path, train_file: Path, limit: int | None = N
     """Chat-templated prompt lengths of the training rows under the policy's tokenizer."""
     from transformers import AutoTokenizer
 
-    from memory_r1.data.episodes import read_rows
+    from memory_r1.train.verl.rows import read_rows
 
     tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
     lens = []
@@ -436,7 +437,7 @@ def run_loop(req: LoopRequest) -> list[dict]:
     from memory_r1.data import load_split
     from memory_r1.eval.report import rounds_markdown
     from memory_r1.eval.runner import EvalRequest, run_eval
-    from memory_r1.train.stages import rebuild_banks
+    from memory_r1.train.stages.banks import rebuild_banks
 
     if req.rounds < 1:
         raise TrainError(f"--rounds must be >= 1, got {req.rounds}")

@@ -33,11 +33,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-STAGES = ("answer", "manager")
 ALGOS = ("grpo", "ppo")
 ADV_ESTIMATOR = {"grpo": "grpo", "ppo": "gae"}
-ANSWER_REWARDS = ("answer_em", "answer_f1")
-MANAGER_REWARDS = {"manager_em": "em", "manager_f1": "f1"}
 REWARD_FN_PATH = "pkg://memory_r1.train.verl.reward"
 REWARD_FN_NAME = "compute_score"
 #: verl keys that set the precision of a CPU run (:func:`precision_overrides`)
@@ -104,7 +101,9 @@ def check_recipe(recipe: Mapping) -> dict:
     adv = flatten_verl(r.verl).get("algorithm.adv_estimator")
     if adv != ADV_ESTIMATOR[r.algo]:
         raise RecipeSchemaError(f"algo {r.algo} needs verl algorithm.adv_estimator={ADV_ESTIMATOR[r.algo]}, got {adv!r}")
-    allowed = ANSWER_REWARDS if r.stage == "answer" else tuple(MANAGER_REWARDS)
+    from memory_r1.train.stages import get_stage
+
+    allowed = get_stage(r.stage).rewards
     if r.reward.name not in allowed:
         raise RecipeSchemaError(f"reward.name for the {r.stage} stage must be one of {', '.join(allowed)}, "
                                 f"got {r.reward.name!r}")
@@ -133,15 +132,12 @@ def precision_overrides(dtype: str = "auto", critic: bool = True) -> list[str]:
 
 def reward_kwargs(recipe: Mapping, log_path: str | Path | None = None) -> dict:
     """The kwargs verl passes to :func:`memory_r1.train.verl.reward.compute_score` (``recipe``
-    validated by :func:`check_recipe`)."""
+    validated by :func:`check_recipe`): the reward's name, what the recipe's stage adds from its
+    ``reward`` section (the manager's frozen ``answerer``), and the per-call log."""
+    from memory_r1.train.stages import get_stage
+
     reward = recipe["reward"]
-    kw: dict[str, Any] = {}
-    if recipe["stage"] == "answer":
-        kw["answer_reward"] = reward["name"]
-    else:
-        kw["manager_metric"] = MANAGER_REWARDS[reward["name"]]
-        if reward["answerer"]:
-            kw["answerer"] = reward["answerer"]
+    kw: dict[str, Any] = {"reward": reward["name"], **get_stage(recipe["stage"]).reward_kwargs(reward)}
     if log_path is not None:
         kw["log_path"] = str(log_path)
     return kw
