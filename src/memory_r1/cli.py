@@ -483,7 +483,7 @@ def train_loop(
         fail(f"unknown algo {algo!r}; choose from {', '.join(TRAIN_ALGOS)}")
     if rounds < 1:
         fail(f"--rounds must be >= 1, got {rounds}")
-    from memory_r1.train.runner import LoopRequest, run_loop
+    from memory_r1.train.loop import LoopRequest, run_loop
 
     req = LoopRequest(backbone=backbone, algo=algo, rounds=rounds, out=out, ray_address=ray_address,
                       overrides=list(overrides or []), data=data, judge=judge)
