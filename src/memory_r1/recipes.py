@@ -352,7 +352,7 @@ class ManagerReward(Section):
     """``reward`` of the manager stage: ``name`` (``manager_em``, ``manager_f1``) and the frozen
     Answer Agent: ``answerer`` as ``hf:NAME``, ``vllm:NAME``, ``openai:MODEL@URL`` or a mapping
     checked as an :class:`AnswererSpec` (None: the untrained backbone; see
-    :func:`memory_r1.train.verl.reward.parse_answerer_spec`)."""
+    :func:`memory_r1.train.stages.manager.parse_answerer_spec`)."""
 
     name: str
     answerer: str | dict[str, Any] | None = None
