@@ -142,7 +142,7 @@ async def manager_reward(
         raise ValueError(f"owner {owner!r} is not one of the speakers {speakers}")
     raw_banks = extra_info["banks"]
     snaps = json.loads(raw_banks) if isinstance(raw_banks, str) else raw_banks
-    k = int(top_k if top_k is not None else extra_info.get("top_k", 30))
+    k = int(top_k if top_k is not None else extra_info["top_k"])  # every manager row carries it (episodes.top_k)
     factory = factory or default_factory()
     tag = f"reward/{uuid.uuid4().hex}"
     names = {sp: f"{tag}/{sp}" for sp in speakers}
