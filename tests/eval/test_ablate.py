@@ -52,7 +52,12 @@ def test_cpu_plan_rows():
     test = plan.slices["test-conv41-42"]
     assert (test.split, test.conversations) == ("test", ("conv-41", "conv-42"))
     headline = {r.name for r in plan.rows if "test-conv41-42" in r.slices}
-    assert headline == {"memr1-untrained", "rag-turns", "full-context", "answer-grpo", "both-grpo"}
+    assert headline == {"memr1-untrained", "rag-turns", "full-context", "answer-grpo", "answer-grpo-40min", "both-grpo"}
+    # the >= 40-minute runs: 28 answer steps (two seeds: the seed reaches verl's data order and sampling)
+    long, seed1 = rows["answer-grpo-40min"].train, rows["answer-grpo-40min-seed1"].train
+    assert "verl.trainer.total_training_steps=28" in long.overrides and "seed=1" not in long.overrides
+    assert set(seed1.overrides) == set(long.overrides) | {"seed=1", "verl.data.seed=1", "verl.actor_rollout_ref.rollout.seed=1"}
+    assert rows["manager-grpo-40min"].train.stage == "manager" and rows["manager-grpo-40min"].answer is None
 
 
 @pytest.mark.parametrize("backbone", ["qwen2.5-7b", "llama3.1-8b"])

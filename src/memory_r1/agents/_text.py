@@ -35,6 +35,10 @@ _CONSTANTS = (("true", True), ("false", False), ("null", None),
               ("NaN", math.nan), ("Infinity", math.inf), ("-Infinity", -math.inf))
 _CLOSE = {"[": "]", "{": "}"}
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# a whole JSON string, possessive so a failed match never backtracks: checked before decoding,
+# because json's own error for a bad string counts the lines up to its position (O(position) per
+# error, so quadratic over a text of many bad strings)
+_STRING = re.compile(r'"(?:[^"\\\x00-\x1f]++|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*+"')
 # what a container expects next
 _VALUE, _VALUE_OR_CLOSE, _KEY, _KEY_OR_CLOSE, _COLON, _COMMA_OR_CLOSE = range(6)
 
@@ -54,9 +58,12 @@ def _scalar(text: str, pos: int) -> tuple[object, int] | None:
     """A JSON number, string or constant at `pos` and the position after it, else None."""
     ch = text[pos]
     if ch == '"':
+        m = _STRING.match(text, pos)
+        if m is None:
+            return None
         try:
             value, end = json.decoder.scanstring(text, pos + 1, True)
-        except json.JSONDecodeError:
+        except json.JSONDecodeError:  # not expected after the match; never an exception out of here
             return None
         if _SURROGATE.search(value):  # "\ud800" escapes: pair them up, replace the lone ones
             value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
