@@ -30,7 +30,7 @@ import torch
 from verl.plugin.platform import PlatformBase
 
 from memory_r1.threads import configure_threads, worker_threads
-from memory_r1.train.verl.cpu.settings import get_logger, peak_rss_bytes, rss_bytes
+from memory_r1.train.verl.cpu.settings import get_logger, peak_rss_bytes, release_free_memory, rss_bytes
 
 log = get_logger(__name__)
 
@@ -40,7 +40,8 @@ class _CPUDeviceModule(types.ModuleType):
 
     Streams, events, ``is_available`` and friends come from ``torch.cpu``; memory queries report the
     process's RSS (``max_memory_allocated`` = peak RSS), so verl's ``perf/max_memory_*`` metrics mean
-    "peak RAM of the training worker" on CPU; cache/IPC calls are no-ops.
+    "peak RAM of the training worker" on CPU; ``empty_cache`` returns the allocator's free pages to the
+    system; IPC calls are no-ops.
     """
 
     def __init__(self) -> None:
@@ -77,7 +78,11 @@ class _CPUDeviceModule(types.ModuleType):
     # memory
     @staticmethod
     def empty_cache() -> None:
-        return None
+        """verl empties the device cache after each weight sync: on CPU the allocator's free pages go
+        back to the system (:func:`~memory_r1.train.verl.cpu.settings.release_free_memory`)."""
+        freed = release_free_memory()
+        if freed > 64 * 2**20:
+            log.debug("empty_cache: %.2f GB of free heap returned to the system", freed / 2**30)
 
     @staticmethod
     def ipc_collect() -> None:
@@ -203,7 +208,7 @@ class PlatformCPU(PlatformBase):
         return None
 
     def empty_cache(self) -> None:
-        return None
+        _CPUDeviceModule.empty_cache()
 
     def get_device_capability(self, device_index: int = 0) -> tuple[Optional[int], Optional[int]]:
         return None, None

@@ -105,6 +105,34 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
+_libc_trim = None
+
+
+def release_free_memory() -> int:
+    """Give the pages glibc's allocator holds free back to the system (``malloc_trim(0)``); returns
+    the bytes of RSS released (0 where the C library has no ``malloc_trim``).
+
+    What ``empty_cache()`` means on the CPU device. Measured on the answer GRPO recipe (AMX Xeon,
+    2 cores): without it verl's actor worker grew from ~11 to ~14 GB RSS over 23 steps, and one
+    ``malloc_trim(0)`` took it to 6.5 GB: the rest was freed memory the allocator kept (each step's
+    vocabulary-sized logits and their gradients are freed and allocated again in other sizes)."""
+    global _libc_trim
+    if _libc_trim is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _libc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+            _libc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):  # musl, macOS: no malloc_trim
+            _libc_trim = False
+    if not _libc_trim:
+        return 0
+    before = rss_bytes()
+    _libc_trim(0)
+    return max(0, before - rss_bytes())
+
+
 def rss_bytes() -> int:
     """This process's resident memory now."""
     import psutil
