@@ -352,10 +352,18 @@ class ManagerReward(Section):
     """``reward`` of the manager stage: ``name`` (``manager_em``, ``manager_f1``) and the frozen
     Answer Agent: ``answerer`` as ``hf:NAME``, ``vllm:NAME``, ``openai:MODEL@URL`` or a mapping
     checked as an :class:`AnswererSpec` (None: the untrained backbone; see
-    :func:`memory_r1.train.stages.manager.parse_answerer_spec`)."""
+    :func:`memory_r1.train.stages.manager.parse_answerer_spec`). Where it runs: ``answerer_server``
+    ``ray`` (its own Ray actor group in the training's cluster, ``answerer_replicas`` actors of
+    ``answerer_num_cpus`` logical CPUs and ``answerer_num_gpus`` GPUs each, shared by every reward
+    worker: :mod:`memory_r1.train.verl.answerer`) or ``worker`` (loaded in each reward worker); an
+    ``openai`` answerer is a server of its own either way."""
 
     name: str
     answerer: str | dict[str, Any] | None = None
+    answerer_server: Literal["ray", "worker"] = "ray"
+    answerer_replicas: PosInt = 1
+    answerer_num_cpus: float = Field(1.0, ge=0)
+    answerer_num_gpus: float = Field(0.0, ge=0)
 
     @field_validator("answerer")
     @classmethod

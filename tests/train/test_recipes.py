@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("verl")
 
 from memory_r1.config import RecipeError, load_recipe, recipes_dir  # noqa: E402
+from memory_r1.train.stages import manager as manager_stage  # noqa: E402
 from memory_r1.train.verl.config import compose_config, compose_recipe  # noqa: E402
 from memory_r1.train.verl.overrides import (  # noqa: E402
     RecipeSchemaError,
@@ -85,7 +86,8 @@ def test_recipe_composes_against_verls_schema(path: Path, model_dir: Path, tmp_p
     kwargs = cfg.reward.custom_reward_function.reward_kwargs
     assert kwargs.reward == recipe["reward"]["name"]
     if stage == "manager":
-        assert set(kwargs) <= {"reward", "answerer", "log_path"}
+        assert set(kwargs) <= {"reward", "answerer", "log_path", *manager_stage.SERVER_KEYS}
+        assert kwargs.answerer_server == recipe["reward"].get("answerer_server", "ray")
     if backbone == "smollm2-135m":  # sized for this CPU
         assert recipe["device"] == "cpu" and cfg.actor_rollout_ref.rollout.name == "hf"
         assert cfg.data.train_batch_size <= 8 and cfg.data.max_prompt_length <= 1024

@@ -66,7 +66,7 @@ def test_manager_dispatch_uses_the_spec_and_metric(monkeypatch, tmp_path):
     assert seen == {"spec": {"backend": "hf", "model": "smollm2-135m"}, "metric": "f1"}
     monkeypatch.setenv("MEMR1_ANSWERER", "openai:m@http://h:1/v1")  # the env var wins
     score("memr1/manager", "ADD: x", "[]", {}, answerer="hf:other")
-    assert seen["spec"] == "openai:m@http://h:1/v1"
+    assert seen["spec"] == {"backend": "openai", "model": "m", "base_url": "http://h:1/v1"}  # parsed once
 
 
 def test_verl_loads_it_by_pkg_path():

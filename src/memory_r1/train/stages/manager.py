@@ -21,7 +21,9 @@ frozen Answer Agent answer the linked questions from the edited banks
 (:func:`memory_r1.rewards.manager.manager_reward`), and score its answers by exact match
 (``manager_em``, the paper's) or token-set F1 (``manager_f1``, the CPU recipes').
 
-The frozen Answer Agent is built lazily, **once per reward worker process**, from the first of: env
+The frozen Answer Agent runs as its own Ray actor group in the training's cluster, shared by every
+reward worker (``reward.answerer_server: ray``, the default: :mod:`memory_r1.train.verl.answerer`),
+or is loaded once per reward worker process (``worker``). Its spec is the first of: env
 ``MEMR1_ANSWERER``, the recipe's ``reward.answerer``, the row's ``extra_info.answerer``, the default
 ``hf:smollm2-135m``. A spec is ``hf:<backbone or path>`` (transformers on this machine: the CPU
 recipes use the untrained SmolLM2), ``openai:<model>@<base_url>`` (a vLLM or any OpenAI-compatible
@@ -388,19 +390,44 @@ def get_answerer(spec: str | Mapping | None):
         return _answerers[key]
 
 
+#: the ``reward`` keys that say where the frozen Answer Agent runs (:class:`memory_r1.recipes.ManagerReward`)
+SERVER_KEYS = ("answerer_server", "answerer_replicas", "answerer_num_cpus", "answerer_num_gpus")
+
+
 def reward_kwargs(reward: Mapping) -> dict:
-    """The recipe's frozen Answer Agent (``reward.answerer``), when it names one."""
-    return {"answerer": reward["answerer"]} if reward.get("answerer") else {}
+    """The recipe's frozen Answer Agent (``reward.answerer``, when it names one) and where it runs
+    (``answerer_server`` and the actor group's size; validated recipes carry all four keys)."""
+    out = {k: reward[k] for k in SERVER_KEYS if k in reward}
+    if reward.get("answerer"):
+        out["answerer"] = reward["answerer"]
+    return out
+
+
+def resolve_answerer(spec: str | Mapping | None, *, answerer_server: str = "worker", answerer_replicas: int = 1,
+                     answerer_num_cpus: float = 1.0, answerer_num_gpus: float = 0.0):
+    """The frozen Answer Agent a reward call uses: ``answerer_server="ray"`` inside a Ray worker ->
+    the job's actor group (:func:`memory_r1.train.verl.answerer.actor_answerer`); an ``openai``
+    answerer, ``"worker"``, or a call outside Ray (tests, scripts) -> loaded in this process."""
+    cfg = parse_answerer_spec(spec)
+    if answerer_server == "ray" and cfg["backend"] != "openai":
+        from memory_r1.train.verl.answerer import actor_answerer, in_ray_worker
+
+        if in_ray_worker():
+            return actor_answerer(cfg, replicas=answerer_replicas, num_cpus=answerer_num_cpus,
+                                  num_gpus=answerer_num_gpus)
+    return get_answerer(cfg)
 
 
 async def score(solution_str: str, ground_truth: Any, extra_info: Mapping, *, reward: str,
-                answerer: str | Mapping | None = None, **_: Any) -> Scored:
+                answerer: str | Mapping | None = None, **where: Any) -> Scored:
     """One Memory Manager completion scored with the reward ``reward`` (a name of :data:`REWARDS`)
-    by the frozen Answer Agent (see the module docstring for which one)."""
+    by the frozen Answer Agent (see the module docstring for which one; ``where``: the
+    :data:`SERVER_KEYS`, see :func:`resolve_answerer`)."""
     from memory_r1.rewards.manager import manager_reward
 
     spec = os.environ.get(ANSWERER_ENV) or (plain(answerer) if answerer else None) or extra_info.get("answerer")
-    result = await manager_reward(solution_str, extra_info, get_answerer(spec), metric=REWARDS[reward])
+    frozen = resolve_answerer(spec, **{k: where[k] for k in SERVER_KEYS if k in where})
+    result = await manager_reward(solution_str, extra_info, frozen, metric=REWARDS[reward])
     return Scored(float(result.score), result.parsed, extra_info.get("dia_id"),
                   {"ops": result.ops, "invalid_ids": result.invalid_ids, "answers": result.answers})
 
