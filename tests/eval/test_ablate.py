@@ -57,6 +57,7 @@ def test_cpu_plan_rows():
     long, seed1 = rows["answer-grpo-40min"].train, rows["answer-grpo-40min-seed1"].train
     assert "verl.trainer.total_training_steps=28" in long.overrides and "seed=1" not in long.overrides
     assert set(seed1.overrides) == set(long.overrides) | {"seed=1", "verl.data.seed=1", "verl.actor_rollout_ref.rollout.seed=1"}
+    assert set(rows["answer-grpo-seed1"].train.overrides) == {"seed=1", "verl.data.seed=1", "verl.actor_rollout_ref.rollout.seed=1"}
     assert rows["manager-grpo-40min"].train.stage == "manager" and rows["manager-grpo-40min"].answer is None
 
 
