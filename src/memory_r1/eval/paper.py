@@ -56,9 +56,13 @@ GRPO = "GRPO does at least as well as PPO"
 #: the paper's directions as pairs of rows of the CPU ablation plan (recipes/smollm2-135m/ablations.yaml)
 CLAIMS: tuple[Claim, ...] = (
     Claim("answer-grpo", "memr1-untrained", RL),
+    Claim("answer-grpo-seed1", "memr1-untrained", RL),
+    Claim("answer-grpo-40min", "memr1-untrained", RL),
+    Claim("answer-grpo-40min-seed1", "memr1-untrained", RL),
     Claim("answer-ppo", "memr1-untrained", RL),
     Claim("answer-grpo-clean-golds", "memr1-untrained", RL),
     Claim("manager-grpo", "memr1-untrained", RL),
+    Claim("manager-grpo-40min", "memr1-untrained", RL),
     Claim("both-grpo", "memr1-untrained", RL),
     Claim("memr1-untrained", "rag-turns", MEMORY),
     Claim("memr1-untrained", "full-context", MEMORY),
