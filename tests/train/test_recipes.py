@@ -154,3 +154,20 @@ def test_hydra_values_round_trip():
                           f"trainer.experiment_name={hydra_value('true')}"], cpu=False)
     assert cfg.trainer.project_name == "a b:c" and list(cfg.trainer.logger) == ["console"]
     assert cfg.trainer.experiment_name == "true"
+
+
+def test_the_recipe_seed_reaches_verl_data_order_and_sampling(model_dir, tmp_path):
+    from memory_r1.config import apply_overrides
+    from memory_r1.train.runner import _resume_key
+
+    recipe = load_recipe(recipes_dir() / "smollm2-135m" / "answer" / "grpo.yaml")
+    cfg = compose_recipe(recipe, model_path=model_dir, out_dir=tmp_path)
+    assert (cfg.data.seed, cfg.actor_rollout_ref.rollout.seed) == (recipe["seed"], recipe["seed"])
+    other = apply_overrides(recipe, ["seed=1"])
+    cfg1 = compose_recipe(other, model_path=model_dir, out_dir=tmp_path)
+    assert (cfg1.data.seed, cfg1.actor_rollout_ref.rollout.seed) == (1, 1)
+    pinned = apply_overrides(recipe, ["seed=1", "verl.data.seed=5"])  # a verl key the recipe writes wins
+    assert compose_recipe(pinned, model_path=model_dir, out_dir=tmp_path).data.seed == 5
+    # a run folder from before (data.seed written in verl:, the same seed) resumes; another seed does not
+    old = {**recipe, "verl": {**recipe["verl"], "data.seed": recipe["seed"]}}
+    assert _resume_key(old) == _resume_key(recipe) != _resume_key(other)

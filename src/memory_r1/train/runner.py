@@ -301,10 +301,12 @@ RESUMABLE_KEYS = ("trainer.total_training_steps", "trainer.total_epochs", "train
 
 
 def _resume_key(recipe: dict) -> dict:
-    from memory_r1.train.verl.overrides import flatten_verl
+    """What must not change when a run is resumed: the recipe, with the verl keys it reaches (seeds
+    included, whether written in ``verl:`` or taken from ``seed``) but not :data:`RESUMABLE_KEYS`."""
+    from memory_r1.train.verl.overrides import seeded_verl
 
     out = {k: v for k, v in recipe.items() if k != "verl"}
-    out["verl"] = {k: v for k, v in flatten_verl(recipe["verl"]).items() if k not in RESUMABLE_KEYS}
+    out["verl"] = {k: v for k, v in seeded_verl(recipe).items() if k not in RESUMABLE_KEYS}
     return out
 
 

@@ -143,6 +143,27 @@ def reward_kwargs(recipe: Mapping, log_path: str | Path | None = None) -> dict:
     return kw
 
 
+#: verl keys that take the recipe's top-level ``seed`` unless its ``verl:`` section sets them
+SEED_KEYS = ("data.seed", "actor_rollout_ref.rollout.seed")
+
+
+def seeded_verl(recipe: Mapping) -> dict:
+    """The recipe's ``verl:`` keys (flat) with the top-level ``seed`` in :data:`SEED_KEYS` (the data
+    order and the rollout's sampling) where the section does not set them, so ``seed=1`` alone
+    re-runs a recipe with another seed.
+
+    >>> seeded_verl({"seed": 3, "verl": {"data.seed": 7}})
+    {'data.seed': 7, 'actor_rollout_ref.rollout.seed': 3}
+    """
+    given = flatten_verl(recipe.get("verl") or {})
+    seed = recipe.get("seed")
+    if seed is not None:
+        for key in SEED_KEYS:
+            if key not in given and "+" + key not in given:
+                given[key] = seed
+    return given
+
+
 def recipe_to_overrides(
     recipe: Mapping,
     *,
@@ -163,7 +184,7 @@ def recipe_to_overrides(
     ``resume``: ``trainer.resume_mode`` auto (continue from the latest checkpoint there) or disable;
     ``ray_address``: join an existing Ray cluster instead of starting one."""
     recipe = check_recipe(recipe)
-    given = flatten_verl(recipe["verl"])
+    given = seeded_verl(recipe)
     out = [f"{k}={hydra_value(v)}" for k, v in given.items()]
     if recipe["device"] == "cpu":  # the recipe's dtype (auto: measured); verl keys the recipe sets win
         set_by_recipe = {k.lstrip("+") for k in given}
