@@ -329,6 +329,8 @@ def ablate_cmd(
                 typer.echo(f"{row} on {s}: " + (", ".join(what["published"]) if isinstance(what, dict) else what))
         for s, what in record["compare"].items():
             typer.echo(f"compare ({s}): {what}")
+        for row, what in record.get("train", {}).items():
+            typer.echo(f"{row} training: " + (", ".join(what) if isinstance(what, list) else what))
         typer.echo(f"published into {publish} (record: {publish / 'published.json'})")
         return
     if dry_run:

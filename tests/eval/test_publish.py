@@ -86,3 +86,23 @@ def test_scrub_secrets_keeps_the_rest():
     out = publish.scrub_secrets(m)
     assert out["config"]["judge"] == m["config"]["judge"] and out["data_path"] == m["data_path"]
     assert out["config"]["llm"] == {"hf_token": "<removed>", "max_new_tokens": 3, "dtype": "auto"}
+
+
+def test_publish_copies_a_finished_trainings_curves_not_its_checkpoints(tmp_path, make_plan):
+    plan = make_plan([{"name": "base"}, {"name": "rl", "train": {"stage": "answer", "algo": "grpo"}, "answer": "train"},
+                      {"name": "stopped", "train": {"stage": "answer", "algo": "ppo"}, "answer": "train"},
+                      {"name": "fresh", "train": {"stage": "manager", "algo": "grpo"}, "manager": "train"}])
+    src = tmp_path / "ab" / "rl" / "train"
+    for name in ("result.json", "recipe.yaml", "overrides.txt", "reward_curve.json", "reward_curve.png",
+                 "checkpoints/global_step_2/actor/model.pt", "episodes/train.parquet", "metrics.jsonl"):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_text(name)
+    (tmp_path / "ab" / "stopped" / "train" / "checkpoints").mkdir(parents=True)  # no result.json: unfinished
+    dest = tmp_path / "pub"
+    record = publish.publish(plan, dest)
+    assert record["train"]["rl"] == list(publish.PUBLISHED_TRAIN_FILES)
+    assert record["train"]["stopped"].startswith("left out: ") and record["train"]["fresh"] == "not run"
+    assert sorted(p.relative_to(dest / "rl").as_posix() for p in (dest / "rl").rglob("*") if p.is_file()) == sorted(
+        f"train/{n}" for n in publish.PUBLISHED_TRAIN_FILES)
+    assert (dest / "rl" / "train" / "result.json").read_text() == "result.json"
+    assert not (dest / "stopped").exists()

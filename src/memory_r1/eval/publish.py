@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 
 #: the files of a finished eval folder that are published (banks and state never are)
 PUBLISHED_FILES = ("summary.json", "summary.md")
+#: the files of a finished training folder that are published (its curves, the exact recipe and
+#: overrides; never checkpoints, episodes or generations)
+PUBLISHED_TRAIN_FILES = ("result.json", "recipe.yaml", "overrides.txt", "reward_curve.json", "reward_curve.png")
 #: predictions.jsonl is published only below this size (per-question scores let readers re-aggregate)
 MAX_PUBLISHED_PREDICTIONS = 1_000_000
 _SECRET_KEY = re.compile(
@@ -52,7 +55,8 @@ def publish(plan: Plan, dest: Path, *, slices: list[str] | None = None,
     """Copy the small files of every finished row and slice into ``dest`` (e.g.
     ``docs/results/ablations/<backbone>``): ``<row>/<slice>/`` gets ``summary.json``, ``summary.md``,
     ``manifest.json`` (:func:`scrub_secrets`) and ``predictions.jsonl`` when under
-    ``max_predictions_bytes``; ``compare-<slice>/`` gets the compare table of the published rows
+    ``max_predictions_bytes``; ``<row>/train/`` gets a finished training's curves and settings
+(:data:`PUBLISHED_TRAIN_FILES`); ``compare-<slice>/`` gets the compare table of the published rows
     against the base row (computed from their run folders, as ``memr1 ablate`` writes it). Never
     banks, state or checkpoints.
 
@@ -86,6 +90,10 @@ def publish(plan: Plan, dest: Path, *, slices: list[str] | None = None,
         else:
             entry[st.slice] = _publish_folder(st, dest / st.row / st.slice, max_predictions_bytes)
             published.setdefault(st.slice, []).append(st.row)
+    record["train"] = {}
+    for row in plan.rows:
+        if row.train is not None:
+            record["train"][row.name] = _publish_train(plan.out / row.name / "train", dest / row.name / "train")
     for s in sorted({st.slice for st in steps}):
         record["compare"][s] = _publish_compare(plan, s, published.get(s, []), dest, opts, gold_audit)
         if record["compare"][s] != f"compare-{s}":
@@ -118,6 +126,18 @@ def _publish_folder(st: Step, target: Path, max_predictions_bytes: int) -> dict:
             log.info("%s: predictions.jsonl (%d bytes) is over %d bytes: not published", st.out, size,
                      max_predictions_bytes)
     return {"published": files, "predictions_bytes": size}
+
+
+def _publish_train(src: Path, target: Path) -> list[str] | str:
+    """A row's finished training folder (``result.json`` written at its end): its curves and exact
+    settings copied into ``target``; the files, or why there are none."""
+    if not (src / "result.json").exists():
+        return "not run" if not src.exists() else f"left out: {src} has no result.json (not finished)"
+    target.mkdir(parents=True, exist_ok=True)
+    files = [name for name in PUBLISHED_TRAIN_FILES if (src / name).exists()]
+    for name in files:
+        shutil.copyfile(src / name, target / name)
+    return files
 
 
 def _publish_compare(plan: Plan, s: str, done: list[str], dest: Path, opts: Options,
