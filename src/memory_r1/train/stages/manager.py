@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memory_r1.agents.retrieval import bank_namespace, related_memories
+from memory_r1.recipes import ManagerReward
 from memory_r1.train.stages.banks import scratch_factory
 from memory_r1.train.stages.base import EpisodeError, EpisodeRequest, Scored, Stage, plain, questions_of
 from memory_r1.types import QA, Conversation, Session, Turn
@@ -390,8 +391,9 @@ def get_answerer(spec: str | Mapping | None):
         return _answerers[key]
 
 
-#: the ``reward`` keys that say where the frozen Answer Agent runs (:class:`memory_r1.recipes.ManagerReward`)
-SERVER_KEYS = ("answerer_server", "answerer_replicas", "answerer_num_cpus", "answerer_num_gpus")
+#: the ``reward`` keys that say where the frozen Answer Agent runs: the ``answerer_*`` fields of
+#: :class:`memory_r1.recipes.ManagerReward`, which holds their defaults
+SERVER_KEYS = tuple(f for f in ManagerReward.model_fields if f.startswith("answerer_"))
 
 
 def reward_kwargs(reward: Mapping) -> dict:
