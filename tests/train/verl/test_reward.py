@@ -92,6 +92,7 @@ def test_manager_reward_with_the_frozen_smollm2_answerer(locomo_path, monkeypatc
     from memory_r1.train.stages.manager import manager_rows
 
     monkeypatch.delenv("MEMR1_ANSWERER", raising=False)
+    monkeypatch.setattr(manager_stage, "_answerers", {})  # other tests in this process load their own answerers
     rows = manager_rows(load_split("train", locomo_path), answer_top_k=5, data=locomo_path, max_turns=3)
     info = rows[2]["extra_info"]
     fact = info["facts"][0]
