@@ -60,9 +60,11 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("answer-grpo-40min", "memr1-untrained", RL),
     Claim("answer-grpo-40min-seed1", "memr1-untrained", RL),
     Claim("answer-ppo", "memr1-untrained", RL),
+    Claim("answer-ppo-40min", "memr1-untrained", RL),
     Claim("answer-grpo-clean-golds", "memr1-untrained", RL),
     Claim("manager-grpo", "memr1-untrained", RL),
     Claim("manager-grpo-40min", "memr1-untrained", RL),
+    Claim("manager-ppo-40min", "memr1-untrained", RL),
     Claim("both-grpo", "memr1-untrained", RL),
     Claim("memr1-untrained", "rag-turns", MEMORY),
     Claim("memr1-untrained", "full-context", MEMORY),
@@ -70,6 +72,8 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("both-grpo", "full-context", MEMORY),
     Claim("distill", "memr1-untrained", DISTILL),
     Claim("answer-grpo", "answer-ppo", GRPO),
+    Claim("answer-grpo-40min", "answer-ppo-40min", GRPO),
+    Claim("manager-grpo-40min", "manager-ppo-40min", GRPO),
 )
 
 METRIC_NAMES = {"f1": "F1", "bleu1": "BLEU-1", "em": "EM", "judge": "J"}
