@@ -52,7 +52,7 @@ def test_cpu_plan_rows():
     test = plan.slices["test-conv41-42"]
     assert (test.split, test.conversations) == ("test", ("conv-41", "conv-42"))
     headline = {r.name for r in plan.rows if "test-conv41-42" in r.slices}
-    assert headline == {"memr1-untrained", "rag-turns", "full-context", "answer-grpo", "answer-grpo-40min", "both-grpo"}
+    assert headline == {"memr1-untrained", "rag-turns", "full-context", "answer-grpo", "answer-grpo-40min", "answer-grpo-40min-seed1", "both-grpo"}
     # the >= 40-minute runs: 28 answer steps (two seeds: the seed reaches verl's data order and sampling)
     long, seed1 = rows["answer-grpo-40min"].train, rows["answer-grpo-40min-seed1"].train
     assert "verl.trainer.total_training_steps=28" in long.overrides and "seed=1" not in long.overrides
