@@ -9,8 +9,8 @@ one rank per node: FSDP over gloo between the two nodes, one rollout replica on 
 
 While the run goes, Ray's state API is polled for live actors and the node each one sits on;
 the JSON result records, per node, the actor classes seen there, the run's exit code, its step
-times and peak memory (from the run's ``manifest.json``/metrics), and the cluster as ``ray status``
-saw it.
+times and checkpoint (from the run's ``result.json``), and the cluster as ``ray status`` saw it.
+Ray runs in token-auth mode (a token is generated in ~/.ray/auth_token if there is none).
 
     .venv/bin/python benchmarks/two_node_ray.py [--steps 2] [--out runs/bench/two-node]
         [--result benchmarks/results/two_node_ray.json] [-- extra train overrides]
@@ -49,9 +49,12 @@ TRAIN_OVERRIDES = [
     "verl.data.train_batch_size=2",
     "verl.actor_rollout_ref.actor.ppo_mini_batch_size=2",
     "verl.actor_rollout_ref.rollout.n=2",
+    # 2 prompts x 2 samples = 4 sequences, 2 per rank: every micro-batch must divide a rank's share
+    "verl.actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+    "verl.actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
+    "verl.actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=2",
     "verl.trainer.test_freq=-1",
     "verl.trainer.val_before_train=false",
-    "verl.trainer.save_freq=-1",
     "episodes.max_val_rows=4",
 ]
 
@@ -66,8 +69,12 @@ def cpu_kind() -> str:
 
 
 def ray(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(VENV_BIN / "ray"), *args], capture_output=True, text=True, check=check,
-                          env={**os.environ, **(env or {})}, timeout=180)
+    out = subprocess.run([str(VENV_BIN / "ray"), *args], capture_output=True, text=True,
+                         env={**os.environ, **(env or {})}, timeout=180)
+    if check and out.returncode:
+        tail = "\n".join((out.stderr or out.stdout).strip().splitlines()[-5:])
+        raise RuntimeError(f"`ray {' '.join(args)}` failed (exit {out.returncode}):\n{tail}")
+    return out
 
 
 def start_nodes(num_cpus: int) -> str:
@@ -120,6 +127,15 @@ def poll_actors(address: str, stop: threading.Event, seen: dict) -> None:
         stop.wait(5)
 
 
+def train_result(out: Path) -> dict:
+    """What `memr1 train` wrote in its result.json: steps, seconds, per-step seconds, the HF checkpoint."""
+    path = out / "result.json"
+    if not path.exists():
+        return {}
+    r = json.loads(path.read_text())
+    return {k: r.get(k) for k in ("steps", "seconds", "step_seconds", "hf_checkpoint")}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=2)
@@ -139,6 +155,13 @@ def main(argv: list[str] | None = None) -> int:
                             "cores": os.cpu_count()},
                     "nodes": {n: {"ip": v[0]} for n, v in NODES.items()}}
     t0 = time.time()
+    # Ray >= 2.59 turns token authentication on for `ray start --head` whenever ~/.ray/auth_token exists
+    # (any earlier local ray.init writes one), and a node or client joining without RAY_AUTH_MODE=token
+    # is then refused (InvalidAuthToken). Token mode for every process here, as on a real cluster: the
+    # same token file on each machine (`ray get-auth-token --generate` makes it once).
+    ray("get-auth-token", "--generate")
+    os.environ["RAY_AUTH_MODE"] = "token"
+    record["ray_auth_mode"] = "token"
     try:
         address = start_nodes(args.num_cpus)
         record["cluster_up_s"] = round(time.time() - t0, 1)
@@ -150,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         poller.start()
         cmd = [str(VENV_BIN / "memr1"), "train", "answer", "--backbone", "smollm2-135m", "--algo", "grpo",
                "--out", str(args.out), "--ray-address", address,
-               f"verl.trainer.total_training_steps={args.steps}", *TRAIN_OVERRIDES, *args.extra]
+               f"verl.trainer.total_training_steps={args.steps}", f"verl.trainer.save_freq={args.steps}",
+               *TRAIN_OVERRIDES, *args.extra]  # the checkpoint is written by both ranks, one per node
         record["command"] = " ".join(cmd)
         t1 = time.time()
         log = args.out.parent / (args.out.name + ".log")
@@ -167,10 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             by_node[names.get(node_id, str(node_id)[:8])][cls] += 1
         record["actors_by_node"] = {n: dict(c) for n, c in sorted(by_node.items())}
         record["spread_over_both"] = all(n in by_node for n in NODES)
-        manifest = args.out / "manifest.json"
-        if manifest.exists():
-            m = json.loads(manifest.read_text())
-            record["manifest_result"] = m.get("result") or m.get("verl") or {}
+        record["train_result"] = train_result(args.out)
     finally:
         ray("stop", "--force", check=False)
     record["total_s"] = round(time.time() - t0, 1)
