@@ -15,7 +15,6 @@ from memory_r1.config import (
     load_recipe,
     recipe_path,
     recipes_dir,
-    train_recipe,
     validate_recipe,
 )
 from memory_r1.recipes import (
@@ -26,6 +25,7 @@ from memory_r1.recipes import (
     OpenAIOptions,
     pipeline_config,
 )
+from memory_r1.train.stages import train_recipe
 
 EVAL_RECIPES = sorted(recipes_dir().glob("*/eval*.yaml"))
 TRAIN_RECIPES = sorted(recipes_dir().glob("*/*/*.yaml"))

@@ -2,8 +2,9 @@
 
 `load_recipe(path, overrides)` reads a YAML mapping and applies dotted ``key=value`` overrides
 (values parsed as YAML, so ``answer.top_k=10`` gives an int and ``judge.backend=none`` a string).
-`load_eval_recipe` and `train_recipe` then validate it against the schema in
-:mod:`memory_r1.recipes` (every default filled in); a key the schema does not have, a value of the
+`load_eval_recipe` then validates it against the schema in :mod:`memory_r1.recipes` (every default
+filled in), as :func:`memory_r1.train.stages.train_recipe` does a training recipe against the model
+its stage declares (both through :func:`validate_recipe`); a key the schema does not have, a value of the
 wrong type or a key of another LLM backend is a :class:`RecipeError` of one line naming the file,
 the override if one caused it, and the dotted key::
 
@@ -21,7 +22,7 @@ import yaml
 if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
 
-    from memory_r1.recipes import EvalRecipe, TrainRecipe
+    from memory_r1.recipes import EvalRecipe
 
     M = TypeVar("M", bound=BaseModel)
 
@@ -211,21 +212,3 @@ def load_eval_recipe(path: Path | str, overrides: Sequence[str] = ()) -> EvalRec
 
     return validate_recipe(EvalRecipe, _read(path), path, overrides)
 
-
-def train_recipe(raw: dict, where: str | Path, overrides: Sequence[str] = (),
-                 apply: Callable[[dict, list[str]], dict] | None = None) -> TrainRecipe:
-    """A training recipe mapping (with overrides applied by ``apply``) validated against the model
-    of its ``stage`` (:data:`memory_r1.recipes.TRAIN_RECIPES`).
-
-    >>> train_recipe({"stage": "critic"}, "r.yaml")
-    Traceback (most recent call last):
-    ...
-    memory_r1.config.RecipeError: r.yaml: stage must be one of answer, manager, got 'critic'
-    """
-    from memory_r1.recipes import TRAIN_RECIPES
-
-    merged = (apply or apply_overrides)(raw, list(overrides)) if overrides else raw
-    stage = merged.get("stage")
-    if stage not in TRAIN_RECIPES:
-        raise RecipeError(f"{where}: stage must be one of {', '.join(TRAIN_RECIPES)}, got {stage!r}")
-    return validate_recipe(TRAIN_RECIPES[stage], raw, where, overrides, apply)

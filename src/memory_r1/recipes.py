@@ -1,9 +1,11 @@
 """The recipe schema: pydantic models of our own recipe keys, each default written once, here.
 
 An eval recipe (``recipes/<backbone>/eval.yaml``) is an :class:`EvalRecipe`; a training recipe
-(``recipes/<backbone>/<stage>/<algo>.yaml``) an :class:`AnswerRecipe` or :class:`ManagerRecipe`
-(picked by ``stage``), whose ``verl:`` section stays a free mapping checked against verl's own
-schema when the run composes it. Every section refuses a key it does not have and a value of the
+(``recipes/<backbone>/<stage>/<algo>.yaml``) a :class:`TrainRecipe` subclass, the model its ``stage``
+declares (``Stage.recipe``; picked through the stage registry by
+:func:`memory_r1.train.stages.train_recipe`): :class:`AnswerRecipe` or :class:`ManagerRecipe` for the
+two stages of the paper. Its ``verl:`` section stays a free mapping checked against verl's own schema
+when the run composes it. This module is a base module: it knows no stage registry. Every section refuses a key it does not have and a value of the
 wrong type (no coercion: ``top_k: "10"`` is refused, not read as 10); :mod:`memory_r1.config` loads
 the YAML, applies ``key=value`` overrides and turns a refusal into one line naming the dotted key.
 
@@ -379,7 +381,8 @@ class ManagerReward(Section):
 
 
 class TrainRecipe(Section):
-    """Keys of both stages: ``algo`` (grpo | ppo), ``device`` (cpu: our CPU stack; gpu: verl's
+    """Keys of every stage's recipe (a stage's model adds ``stage: Literal["<stage>"]``, ``episodes``
+    and ``reward``): ``algo`` (grpo | ppo), ``device`` (cpu: our CPU stack; gpu: verl's
     own), ``dtype`` (CPU: ``auto`` = what this CPU runs fastest), ``seed``, an optional
     ``description`` and ``backbone``, and ``verl:`` (verl's own keys, dotted or nested; checked by
     verl when composed)."""
@@ -406,27 +409,17 @@ class TrainRecipe(Section):
 
 
 class AnswerRecipe(TrainRecipe):
+    """``recipes/<backbone>/answer/<algo>.yaml``: the answer stage's model (its ``STAGE.recipe``)."""
+
     stage: Literal["answer"] = "answer"
     episodes: AnswerEpisodes = AnswerEpisodes()
     reward: AnswerReward
 
 
 class ManagerRecipe(TrainRecipe):
+    """``recipes/<backbone>/manager/<algo>.yaml``: the manager stage's model (its ``STAGE.recipe``)."""
+
     stage: Literal["manager"] = "manager"
     episodes: ManagerEpisodes = ManagerEpisodes()
     reward: ManagerReward
 
-
-#: ``stage`` -> the training recipe model
-TRAIN_RECIPES: dict[str, type[TrainRecipe]] = {"answer": AnswerRecipe, "manager": ManagerRecipe}
-
-
-def episodes_config(stage: str, episodes: dict) -> dict:
-    """A training recipe's ``episodes`` section for ``stage``, validated, with every default filled in.
-
-    >>> episodes_config("manager", {"top_k": 5})["related_k"]
-    3
-    """
-    if stage not in TRAIN_RECIPES:
-        raise ValueError(f"unknown stage {stage!r}; choose from {', '.join(TRAIN_RECIPES)}")
-    return TRAIN_RECIPES[stage].model_fields["episodes"].annotation.model_validate(episodes).model_dump()

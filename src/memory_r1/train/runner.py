@@ -46,7 +46,7 @@ class TrainError(RuntimeError):
 
 @dataclass
 class TrainRequest:
-    stage: str  # answer | manager
+    stage: str  # a registered stage (memory_r1.train.stages.STAGES): answer | manager
     backbone: str = "smollm2-135m"
     algo: str = "grpo"
     recipe: Path | None = None
@@ -116,10 +116,11 @@ def apply_train_overrides(recipe: dict, overrides: list[str]) -> dict:
 
 
 def resolve_recipe(req: TrainRequest) -> tuple[dict, Path]:
-    """The recipe with the request's overrides, validated (:mod:`memory_r1.recipes`: every key of
-    ours has its value; the ``verl:`` keys are verl's to check when composed), and its path."""
-    from memory_r1.config import load_recipe, recipe_path, train_recipe
-    from memory_r1.train.stages import STAGES
+    """The recipe with the request's overrides, validated against its stage's model
+    (:func:`memory_r1.train.stages.train_recipe`: every key of ours has its value; the ``verl:``
+    keys are verl's to check when composed), and its path."""
+    from memory_r1.config import load_recipe, recipe_path
+    from memory_r1.train.stages import STAGES, train_recipe
     from memory_r1.train.verl.overrides import ALGOS, check_recipe
 
     if req.stage not in STAGES:
@@ -247,7 +248,7 @@ def prepare(req: TrainRequest) -> Prepared:
     if _has_run(out) and not req.resume:
         raise TrainError(f"{out} already holds a run; pass --resume to continue it or use another --out")
     if req.resume and stored.exists():
-        from memory_r1.config import train_recipe
+        from memory_r1.train.stages import train_recipe
 
         # the stored recipe validated too: keys added to the schema since take their defaults
         old = train_recipe(yaml.safe_load(stored.read_text()), stored).model_dump()

@@ -12,10 +12,12 @@ manager  one per evidence turn: bank state before it, a frozen Answer Agent answ
 ======== ============================================ ============================================
 
 Each stage is one module of this package holding ``STAGE`` (a :class:`~.base.Stage`: its data
-source, reward names, row builder and scorer); the registry :data:`STAGES` finds them, so a third
-agent is one new module (plus its recipes and a ``memr1 train`` command). Everything else asks the
-registry: the recipe check (:func:`memory_r1.train.verl.overrides.check_recipe`), the reward entry
-verl loads (:func:`memory_r1.train.verl.reward.compute_score`, by ``data_source``) and the runner.
+source, reward names, recipe model, row builder and scorer); the registry :data:`STAGES` finds them,
+so a third agent is one new module here (plus its recipe files and a ``memr1 train`` command).
+Everything else asks the registry: the recipe schema of a ``stage`` (:func:`train_recipe`,
+:func:`recipe_models`), the recipe check (:func:`memory_r1.train.verl.overrides.check_recipe`), the
+reward entry verl loads (:func:`memory_r1.train.verl.reward.compute_score`, by ``data_source``) and
+the runner.
 
 :func:`build_episodes` turns a recipe's ``episodes:`` section into train and validation rows. The
 bank source is the recipe's (``observations``, ``pipeline``, ``banks``: :mod:`.banks`); a Memory
@@ -27,6 +29,8 @@ the RL reward; the validation rows keep every question (the standard protocol).
 
 >>> list(STAGES), stage_for_source("memr1/manager").name, get_stage("answer").rewards
 (['answer', 'manager'], 'manager', ('answer_em', 'answer_f1'))
+>>> recipe_models()["manager"].__name__, get_stage("manager").episodes_config({"top_k": 5})["related_k"]
+('ManagerRecipe', 3)
 """
 
 from __future__ import annotations
@@ -35,17 +39,20 @@ import importlib
 import logging
 import pkgutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memory_r1.train.stages.base import EpisodeError, EpisodeRequest, Scored, Stage
+
+if TYPE_CHECKING:  # pragma: no cover
+    from memory_r1.recipes import TrainRecipe
 
 log = logging.getLogger(__name__)
 
 __all__ = ["STAGES", "EpisodeError", "EpisodeRequest", "EpisodeSet", "Scored", "Stage", "build_episodes",
-           "get_stage", "row_stats", "stage_for_source", "wrong_gold_qids"]
+           "get_stage", "recipe_models", "row_stats", "stage_for_source", "train_recipe", "wrong_gold_qids"]
 
 _SHARED = ("base", "banks")  # modules of this package that are not stages
 
@@ -69,6 +76,32 @@ def get_stage(name: str) -> Stage:
     if name not in STAGES:
         raise ValueError(f"unknown stage {name!r}; choose from {', '.join(STAGES)}")
     return STAGES[name]
+
+
+def recipe_models() -> dict[str, type[TrainRecipe]]:
+    """Stage name -> the model its training recipes validate against (each stage's ``recipe``)."""
+    return {name: stage.recipe for name, stage in STAGES.items()}
+
+
+def train_recipe(raw: dict, where: str | Path, overrides: Sequence[str] = (),
+                 apply: Callable[[dict, list[str]], dict] | None = None) -> TrainRecipe:
+    """A training recipe mapping (with ``overrides`` applied by ``apply``, default
+    :func:`memory_r1.config.apply_overrides`) validated against the model of its ``stage``
+    (:func:`memory_r1.config.validate_recipe`: a refusal is one line naming ``where``, the override
+    and the dotted key).
+
+    >>> train_recipe({"stage": "critic"}, "r.yaml")
+    Traceback (most recent call last):
+    ...
+    memory_r1.config.RecipeError: r.yaml: stage must be one of answer, manager, got 'critic'
+    """
+    from memory_r1.config import RecipeError, apply_overrides, validate_recipe
+
+    merged = (apply or apply_overrides)(raw, list(overrides)) if overrides else raw
+    stage = merged.get("stage")
+    if stage not in STAGES:
+        raise RecipeError(f"{where}: stage must be one of {', '.join(STAGES)}, got {stage!r}")
+    return validate_recipe(STAGES[stage].recipe, raw, where, overrides, apply)
 
 
 def stage_for_source(data_source: str) -> Stage:
@@ -103,10 +136,9 @@ def build_episodes(
     ``manager``: Memory Manager checkpoint for the ``pipeline`` source (default: the backbone).
     ``banks``: pre-built banks (answer stage; sets the source to ``banks``)."""
     from memory_r1.data import load_split
-    from memory_r1.recipes import episodes_config
 
     st = get_stage(stage)
-    episodes = episodes_config(stage, episodes)  # validated, every default filled in
+    episodes = st.episodes_config(episodes)  # validated, every default filled in
     source = "banks" if banks is not None else episodes["source"]
     if manager is not None and source != "pipeline":
         raise EpisodeError(

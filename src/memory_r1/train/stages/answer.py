@@ -23,6 +23,7 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from memory_r1.recipes import AnswerRecipe
 from memory_r1.rewards.answer import answer_em_reward, answer_f1_reward
 from memory_r1.train.stages.base import EpisodeError, EpisodeRequest, Scored, Stage, questions_of
 
@@ -159,9 +160,9 @@ STAGE = Stage(
     description="Answer Agent: retrieved memories -> answer",
     rewards=tuple(REWARDS),
     eval_flag="--answer",
+    recipe=AnswerRecipe,
     build=build,
     score=score,
     row_stats=row_stats,
     sources=("observations", "pipeline", "banks"),
-    takes_banks=True,
 )

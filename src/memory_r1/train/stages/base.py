@@ -1,12 +1,14 @@
 """What a training stage is: one policy's rows, reward names and scoring, as one :class:`Stage`.
 
 A stage module (``train/stages/<name>.py``) defines ``STAGE = Stage(...)``; the registry
-(:mod:`memory_r1.train.stages`) finds it. Its ``build`` turns an :class:`EpisodeRequest` (the recipe's
-``episodes`` section, the splits, the bank source) into train and validation rows of verl's schema
-(:mod:`memory_r1.train.verl.rows`), all with the stage's ``data_source``; its ``score`` is what the
-reward entry (:func:`memory_r1.train.verl.reward.compute_score`) awaits for a completion of such a
-row, with one of the stage's ``rewards`` (names recipes give as ``reward.name``; the first is the
-paper's).
+(:mod:`memory_r1.train.stages`) finds it. Its ``recipe`` is the typed model of its training recipes
+(a :class:`~memory_r1.recipes.TrainRecipe` with ``stage: Literal["<name>"]`` and its own ``episodes``
+and ``reward`` sections): every recipe whose ``stage`` is the stage's name validates against it. Its
+``build`` turns an :class:`EpisodeRequest` (the recipe's ``episodes`` section, the splits, the bank
+source) into train and validation rows of verl's schema (:mod:`memory_r1.train.verl.rows`), all with
+the stage's ``data_source``; its ``score`` is what the reward entry
+(:func:`memory_r1.train.verl.reward.compute_score`) awaits for a completion of such a row, with one of
+the stage's ``rewards`` (names recipes give as ``reward.name``; the first is the paper's).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
+
+from memory_r1.recipes import TrainRecipe
 
 if TYPE_CHECKING:  # pragma: no cover
     from memory_r1.data.splits import Split
@@ -56,6 +60,10 @@ class Scored:
     details: dict = field(default_factory=dict)
 
 
+#: the ``episodes`` keys :func:`memory_r1.train.stages.build_episodes` reads, whatever the stage
+EPISODES_KEYS = frozenset({"source", "train_split", "val_split", "max_val_rows", "drop_wrong_golds"})
+
+
 def _no_kwargs(reward: Mapping) -> dict:
     return {}
 
@@ -66,19 +74,48 @@ def _no_stats(rows: Sequence[dict]) -> dict:
 
 @dataclass(frozen=True)
 class Stage:
-    """A training stage (see the module docstring)."""
+    """A training stage (see the module docstring). The ``recipe`` model is checked when the stage is
+    made: a :class:`~memory_r1.recipes.TrainRecipe` with ``stage: Literal["<name>"] = "<name>"``, a
+    ``reward`` section and an ``episodes`` section holding :data:`EPISODES_KEYS`."""
 
     name: str
     data_source: str  # every row's data_source: what the reward entry dispatches on
     description: str
     rewards: tuple[str, ...]  # reward.name values a recipe of this stage may give; the first is the paper's
     eval_flag: str  # the memr1 eval option that loads a checkpoint of this stage
+    recipe: type[TrainRecipe]  # the model its recipes validate against (recipes/<backbone>/<name>/<algo>.yaml)
     build: Callable[[EpisodeRequest], tuple[list[dict], list[dict]]]
     score: Callable[..., Awaitable[Scored]]  # (solution_str, ground_truth, extra_info, *, reward, **reward_kwargs)
     reward_kwargs: Callable[[Mapping], dict] = _no_kwargs  # recipe reward section -> more kwargs for score
     row_stats: Callable[[Sequence[dict]], dict] = _no_stats  # the stage's own counts for the manifest
     sources: tuple[str, ...] = ("observations", "pipeline")  # the episodes.source values it builds from
-    takes_banks: bool = False  # accepts pre-built banks (memr1 train --banks)
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.recipe, type) and issubclass(self.recipe, TrainRecipe)):
+            raise TypeError(f"stage {self.name}: recipe must be a TrainRecipe subclass, got {self.recipe!r}")
+        fields = self.recipe.model_fields
+        missing = [k for k in ("stage", "episodes", "reward") if k not in fields]
+        if missing:
+            raise TypeError(f"stage {self.name}: {self.recipe.__name__} has no {', '.join(missing)} field")
+        episodes = fields["episodes"].annotation
+        lacking = sorted(EPISODES_KEYS - set(getattr(episodes, "model_fields", {})))
+        if lacking:
+            raise TypeError(f"stage {self.name}: {self.recipe.__name__}.episodes has no {', '.join(lacking)} "
+                            "(extend memory_r1.recipes.Episodes and add source)")
+        stage = fields["stage"]
+        if get_origin(stage.annotation) is not Literal or get_args(stage.annotation) != (self.name,) \
+                or stage.default != self.name:
+            raise TypeError(f"stage {self.name}: {self.recipe.__name__} needs "
+                            f"stage: Literal[{self.name!r}] = {self.name!r}")
+
+    @property
+    def takes_banks(self) -> bool:
+        """Whether it builds rows from pre-built banks (``memr1 train <name> --banks DIR``)."""
+        return "banks" in self.sources
+
+    def episodes_config(self, episodes: Mapping) -> dict:
+        """A recipe's ``episodes`` section for this stage, validated, with every default filled in."""
+        return self.recipe.model_fields["episodes"].annotation.model_validate(dict(episodes)).model_dump()
 
 
 def questions_of(split: Split, conv: Conversation, exclude_qids: Collection[str] = ()) -> list[QA]:

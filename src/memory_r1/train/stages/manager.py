@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memory_r1.agents.retrieval import bank_namespace, related_memories
-from memory_r1.recipes import ManagerReward
+from memory_r1.recipes import ManagerRecipe, ManagerReward
 from memory_r1.train.stages.banks import scratch_factory
 from memory_r1.train.stages.base import EpisodeError, EpisodeRequest, Scored, Stage, plain, questions_of
 from memory_r1.types import QA, Conversation, Session, Turn
@@ -440,6 +440,7 @@ STAGE = Stage(
     description="Memory Manager: new facts + related memories -> operations",
     rewards=tuple(REWARDS),
     eval_flag="--manager",
+    recipe=ManagerRecipe,
     build=build,
     score=score,
     reward_kwargs=reward_kwargs,

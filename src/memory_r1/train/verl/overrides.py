@@ -91,18 +91,16 @@ def flatten_verl(mapping: Mapping, prefix: str = "") -> dict[str, Any]:
 
 
 def check_recipe(recipe: Mapping) -> dict:
-    """Our own keys against the recipe schema (:mod:`memory_r1.recipes`: known, typed, the stage's
-    episode source), then what the schema leaves to verl's wing: the algo's advantage estimator and
-    the stage's reward names. Returns the validated recipe (every key of ours with its value).
-    Raises :class:`memory_r1.config.RecipeError` / RecipeSchemaError."""
-    from memory_r1.config import train_recipe
+    """Our own keys against the recipe model of the recipe's stage (:func:`memory_r1.train.stages.train_recipe`:
+    known, typed, the stage's episode source), then what the schema leaves to verl's wing: the algo's
+    advantage estimator and the stage's reward names. Returns the validated recipe (every key of ours
+    with its value). Raises :class:`memory_r1.config.RecipeError` / RecipeSchemaError."""
+    from memory_r1.train.stages import get_stage, train_recipe
 
     r = train_recipe(dict(recipe), "recipe")
     adv = flatten_verl(r.verl).get("algorithm.adv_estimator")
     if adv != ADV_ESTIMATOR[r.algo]:
         raise RecipeSchemaError(f"algo {r.algo} needs verl algorithm.adv_estimator={ADV_ESTIMATOR[r.algo]}, got {adv!r}")
-    from memory_r1.train.stages import get_stage
-
     allowed = get_stage(r.stage).rewards
     if r.reward.name not in allowed:
         raise RecipeSchemaError(f"reward.name for the {r.stage} stage must be one of {', '.join(allowed)}, "
