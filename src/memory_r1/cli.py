@@ -7,13 +7,19 @@ Heavy modules (torch, transformers, qdrant, ray, verl) are imported inside the c
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
+
+if TYPE_CHECKING:  # pragma: no cover
+    from memory_r1.train.stages import Stage
 
 app = typer.Typer(
     name="memr1",
@@ -24,7 +30,39 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="LoCoMo data: statistics, download, validation.", no_args_is_help=True)
 bench_app = typer.Typer(help="Speed benchmarks (write JSON into benchmarks/results/).", no_args_is_help=True)
-train_app = typer.Typer(help="RL training of the Memory Manager and the Answer Agent (verl on Ray).", no_args_is_help=True)
+
+
+class _TrainGroup(TyperGroup):
+    """`memr1 train`: one command per registered stage (:data:`memory_r1.train.stages.STAGES`, made
+    by :func:`stage_commands`) before the commands declared below (`loop`). The stage commands are
+    made when the group is first asked for its commands, so `memr1 --help` and the other groups do
+    not import the stages."""
+
+    _with_stages = False
+
+    def _add_stages(self) -> None:
+        if self._with_stages:
+            return
+        self._with_stages = True
+        from memory_r1.train.stages import STAGES
+
+        made = stage_commands(STAGES)
+        clash = sorted(set(made) & set(self.commands))
+        if clash:
+            raise RuntimeError(f"stage name(s) {', '.join(clash)} clash with a memr1 train command")
+        self.commands = {**made, **self.commands}
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        self._add_stages()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> TyperCommand | None:
+        self._add_stages()
+        return super().get_command(ctx, cmd_name)
+
+
+train_app = typer.Typer(help="RL training of the Memory Manager and the Answer Agent (verl on Ray).", no_args_is_help=True,
+                        cls=_TrainGroup)
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(bench_app, name="bench")
@@ -382,14 +420,11 @@ TRAIN_ALGOS = ("grpo", "ppo")
 def _train(stage: str, backbone: str, algo: str, recipe: Optional[Path], manager: Optional[str],
            banks: Optional[Path], init: Optional[str], out: Optional[Path], resume: bool,
            ray_address: Optional[str], data: Optional[Path], dry_run: bool, overrides: Optional[list[str]]) -> None:
-    """Shared body of `memr1 train answer|manager`."""
+    """Shared body of the `memr1 train <stage>` commands."""
     if algo not in TRAIN_ALGOS:
         fail(f"unknown algo {algo!r}; choose from {', '.join(TRAIN_ALGOS)}")
-    from memory_r1.train.stages import get_stage
-
-    if banks is not None and not get_stage(stage).takes_banks:
-        fail(f"--banks gives pre-built banks to a stage that reads them, not to the {stage} stage")
     from memory_r1.train.runner import TrainRequest, run_training
+    from memory_r1.train.stages import get_stage
 
     req = TrainRequest(
         stage=stage, backbone=backbone, algo=algo, recipe=recipe, manager=manager, banks=banks, init=init,
@@ -429,43 +464,50 @@ _Overrides = Annotated[
 ]
 
 
-@train_app.command("answer")
-def train_answer(
-    backbone: _Backbone = "smollm2-135m",
-    algo: _Algo = "grpo",
-    recipe: _Recipe = None,
-    manager: _Manager = None,
-    banks: Annotated[
-        Optional[Path], typer.Option("--banks", help="Pre-built banks folder, e.g. an eval run's banks/.")
-    ] = None,
-    init: _Init = None,
-    out: _Out = None,
-    resume: _Resume = False,
-    ray_address: _Ray = None,
-    data: DataOpt = None,
-    dry_run: _Dry = False,
-    overrides: _Overrides = None,
-) -> None:
-    """Train the Answer Agent with RL (verl): episodes from the train split, held-out val, HF checkpoint."""
-    _train("answer", backbone, algo, recipe, manager, banks, init, out, resume, ray_address, data, dry_run, overrides)
+_Banks = Annotated[Optional[Path], typer.Option("--banks", help="Pre-built banks folder, e.g. an eval run's banks/.")]
 
 
-@train_app.command("manager")
-def train_manager(
-    backbone: _Backbone = "smollm2-135m",
-    algo: _Algo = "grpo",
-    recipe: _Recipe = None,
-    manager: _Manager = None,
-    init: _Init = None,
-    out: _Out = None,
-    resume: _Resume = False,
-    ray_address: _Ray = None,
-    data: DataOpt = None,
-    dry_run: _Dry = False,
-    overrides: _Overrides = None,
-) -> None:
-    """Train the Memory Manager with RL (verl): one episode per evidence turn, frozen Answer Agent reward."""
-    _train("manager", backbone, algo, recipe, manager, None, init, out, resume, ray_address, data, dry_run, overrides)
+def _stage_command(stage: Stage) -> Callable[..., None]:
+    """The body of `memr1 train <stage.name>`: the shared options, and ``--banks`` only when the
+    stage builds rows from pre-built banks (``"banks"`` in its ``sources``)."""
+
+    def command(
+        backbone: _Backbone = "smollm2-135m",
+        algo: _Algo = "grpo",
+        recipe: _Recipe = None,
+        manager: _Manager = None,
+        banks: _Banks = None,
+        init: _Init = None,
+        out: _Out = None,
+        resume: _Resume = False,
+        ray_address: _Ray = None,
+        data: DataOpt = None,
+        dry_run: _Dry = False,
+        overrides: _Overrides = None,
+    ) -> None:
+        _train(stage.name, backbone, algo, recipe, manager, banks, init, out, resume, ray_address, data, dry_run,
+               overrides)
+
+    sig = inspect.signature(command, eval_str=True)  # typer reads the options from this signature
+    params = [p for p in sig.parameters.values() if p.name != "banks" or stage.takes_banks]
+    command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    command.__name__ = command.__qualname__ = f"train_{stage.name}"
+    command.__doc__ = stage.description
+    return command
+
+
+def stage_app(stages: Mapping[str, Stage]) -> typer.Typer:
+    """A Typer app with one command per stage of ``stages``, named after it, helped by its
+    ``description`` (:func:`_stage_command`); `memr1 train` holds those of the registry."""
+    sub = typer.Typer(no_args_is_help=True)
+    for stage in stages.values():
+        sub.command(stage.name, help=stage.description)(_stage_command(stage))
+    return sub
+
+
+def stage_commands(stages: Mapping[str, Stage]) -> dict[str, TyperCommand]:
+    """The click commands of :func:`stage_app`, by name, in the order of ``stages``."""
+    return dict(typer.main.get_group(stage_app(stages)).commands)
 
 
 @train_app.command("loop")

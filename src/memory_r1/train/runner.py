@@ -1,5 +1,5 @@
-"""`memr1 train answer|manager`: episodes -> parquet -> verl's trainer -> an HF checkpoint
-(``memr1 train loop``: :mod:`memory_r1.train.loop`).
+"""`memr1 train <stage>` (one command per registered stage: answer, manager): episodes -> parquet ->
+verl's trainer -> an HF checkpoint (``memr1 train loop``: :mod:`memory_r1.train.loop`).
 
 Output folder (default ``runs/train/{backbone}-{stage}-{algo}``)::
 

@@ -13,11 +13,13 @@ manager  one per evidence turn: bank state before it, a frozen Answer Agent answ
 
 Each stage is one module of this package holding ``STAGE`` (a :class:`~.base.Stage`: its data
 source, reward names, recipe model, row builder and scorer); the registry :data:`STAGES` finds them,
-so a third agent is one new module here (plus its recipe files and a ``memr1 train`` command).
-Everything else asks the registry: the recipe schema of a ``stage`` (:func:`train_recipe`,
-:func:`recipe_models`), the recipe check (:func:`memory_r1.train.verl.overrides.check_recipe`), the
-reward entry verl loads (:func:`memory_r1.train.verl.reward.compute_score`, by ``data_source``) and
-the runner.
+so a third agent is one new module here plus its recipe files
+(``recipes/<backbone>/<name>/{grpo,ppo}.yaml``), nothing else. Everything else asks the registry:
+the recipe schema of a ``stage`` (:func:`train_recipe`, :func:`recipe_models`), the recipe check
+(:func:`memory_r1.train.verl.overrides.check_recipe`), the reward entry verl loads
+(:func:`memory_r1.train.verl.reward.compute_score`, by ``data_source``), the runner, and the CLI,
+which makes one ``memr1 train <name>`` command per stage (help: its ``description``; ``--banks``
+when it builds from pre-built banks).
 
 :func:`build_episodes` turns a recipe's ``episodes:`` section into train and validation rows. The
 bank source is the recipe's (``observations``, ``pipeline``, ``banks``: :mod:`.banks`); a Memory

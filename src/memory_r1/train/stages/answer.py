@@ -157,7 +157,7 @@ def row_stats(rows: Sequence[dict]) -> dict:
 STAGE = Stage(
     name="answer",
     data_source=DATA_SOURCE,
-    description="Answer Agent: retrieved memories -> answer",
+    description="Train the Answer Agent with RL (verl): episodes from the train split, held-out val, HF checkpoint.",
     rewards=tuple(REWARDS),
     eval_flag="--answer",
     recipe=AnswerRecipe,

@@ -8,7 +8,9 @@ and ``reward`` sections): every recipe whose ``stage`` is the stage's name valid
 source) into train and validation rows of verl's schema (:mod:`memory_r1.train.verl.rows`), all with
 the stage's ``data_source``; its ``score`` is what the reward entry
 (:func:`memory_r1.train.verl.reward.compute_score`) awaits for a completion of such a row, with one of
-the stage's ``rewards`` (names recipes give as ``reward.name``; the first is the paper's).
+the stage's ``rewards`` (names recipes give as ``reward.name``; the first is the paper's). Its
+``description`` is the help line of its ``memr1 train <name>`` command, which the CLI makes from the
+registry (with ``--banks`` when ``"banks"`` is one of its ``sources``).
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ class Stage:
 
     name: str
     data_source: str  # every row's data_source: what the reward entry dispatches on
-    description: str
+    description: str  # one line: the help of `memr1 train <name>`
     rewards: tuple[str, ...]  # reward.name values a recipe of this stage may give; the first is the paper's
     eval_flag: str  # the memr1 eval option that loads a checkpoint of this stage
     recipe: type[TrainRecipe]  # the model its recipes validate against (recipes/<backbone>/<name>/<algo>.yaml)

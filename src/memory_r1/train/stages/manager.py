@@ -437,7 +437,7 @@ async def score(solution_str: str, ground_truth: Any, extra_info: Mapping, *, re
 STAGE = Stage(
     name="manager",
     data_source=DATA_SOURCE,
-    description="Memory Manager: new facts + related memories -> operations",
+    description="Train the Memory Manager with RL (verl): one episode per evidence turn, frozen Answer Agent reward.",
     rewards=tuple(REWARDS),
     eval_flag="--manager",
     recipe=ManagerRecipe,
