@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -57,15 +56,6 @@ TRAIN_OVERRIDES = [
     "verl.trainer.val_before_train=false",
     "episodes.max_val_rows=4",
 ]
-
-
-def cpu_kind() -> str:
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    if "amx_bf16" in flags:
-        return "Xeon with AMX"
-    if "avx512_bf16" in flags:
-        return "AVX512-BF16"
-    return "AVX2 only" if "avx2" in flags else "unknown"
 
 
 def ray(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -144,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--result", type=Path, default=HERE / "results" / "two_node_ray.json")
     ap.add_argument("extra", nargs="*", help="more `memr1 train answer` overrides")
     args = ap.parse_args(argv)
+    from memory_r1.hardware import kind_record
+
 
     busy = subprocess.run(["pgrep", "-f", "raylet"], capture_output=True, text=True).stdout.split()
     if busy:  # `ray stop` at the end stops every Ray node of this machine: never someone else's
@@ -151,8 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.out.exists():
         shutil.rmtree(args.out)
-    record: dict = {"cpu": {"kind": cpu_kind(), "model": platform.processor() or platform.machine(),
-                            "cores": os.cpu_count()},
+    record: dict = {"cpu": kind_record(),
                     "nodes": {n: {"ip": v[0]} for n, v in NODES.items()}}
     t0 = time.time()
     # Ray >= 2.59 turns token authentication on for `ray start --head` whenever ~/.ray/auth_token exists

@@ -248,3 +248,10 @@ def kind_name(prof: CpuProfile, isa_limits: dict | None = None) -> str:
                  if flag in flags), "other")
     limits = cpu_info()["isa_limits"] if isa_limits is None else isa_limits
     return f"{base}-as-{prof.isa.lower()}" if limits else base
+
+
+def kind_record() -> dict:
+    """What a benchmark's JSON result records about its CPU: the kind (:func:`kind_name`), the model
+    and the usable cores."""
+    info = cpu_info()
+    return {"kind": kind_name(profile(), info["isa_limits"]), "model": info["model"], "cores": info["cores"]}
