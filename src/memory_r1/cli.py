@@ -334,18 +334,25 @@ def ablate_cmd(
                      "manifest, small predictions, compare tables) into this folder, e.g. "
                      "docs/results/ablations/smollm2-135m. Give the options the rows ran with."),
     ] = None,
+    restore: Annotated[
+        Optional[Path],
+        typer.Option("--restore", help="Run nothing: copy the rows of a published results folder (e.g. "
+                     "docs/results/ablations/smollm2-135m) into the plan's folders where they are missing, "
+                     "so the plan resumes from them, compares against them and publishes them again."),
+    ] = None,
     overrides: Annotated[
         Optional[list[str]], typer.Argument(help="Eval recipe overrides key=value added to every eval row.")
     ] = None,
 ) -> None:
     """Run an ablation plan: each row a named eval (or train-then-eval) in its own resumable folder,
     then the compare table of every slice against the plan's base row. With --publish, copy the
-    finished rows' small files into a results folder instead."""
+    finished rows' small files into a results folder instead; with --restore, the other way."""
     import shlex
 
     from memory_r1.eval import ablate
     from memory_r1.eval.plan import load_plan
     from memory_r1.eval.publish import publish as publish_plan
+    from memory_r1.eval.publish import restore as restore_plan
 
     names = [r.strip() for r in rows.split(",") if r.strip()] if rows else None
     only = [s.strip() for s in slices.split(",") if s.strip()] if slices else None
@@ -357,6 +364,18 @@ def ablate_cmd(
                               ray_address=ray_address, data=data)
         steps = ablate.build_steps(p, names, only, opts)
         resolved = ablate.check_plan(p, steps, data=data)
+    if publish is not None and restore is not None:
+        fail("--publish and --restore go opposite ways: give one")
+    if restore is not None:
+        with _failures_in_one_line(code=1):
+            record = restore_plan(p, restore, slices=only)
+        for row, per_slice in record["rows"].items():
+            for s, what in per_slice.items():
+                typer.echo(f"{row} on {s}: " + (", ".join(what) if isinstance(what, list) else what))
+        for row, what in record["train"].items():
+            typer.echo(f"{row} training: " + (", ".join(what) if isinstance(what, list) else what))
+        typer.echo(f"restored from {restore} into {p.out}; `memr1 ablate --plan {plan}` resumes from there")
+        return
     if publish is not None:
         if names:
             fail("--publish looks at every row of the plan (the compare needs the base row): drop --rows")

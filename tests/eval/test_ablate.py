@@ -183,3 +183,18 @@ def test_cli_dry_run_and_errors(tmp_path):
     assert r.exit_code == 2 and "no row 'nope'" in r.output
     r = CliRunner().invoke(app, ["ablate", "--plan", str(plan), "--dry-run", "answer_agent.topk=3"])
     assert r.exit_code == 2 and "unknown key answer_agent.topk" in r.output
+
+
+def test_a_training_folder_without_its_checkpoint_is_not_trained(tmp_path):
+    """result.json naming a checkpoint that is not on disk (restored, deleted) or unreadable: no checkpoint."""
+    folder = tmp_path / "ans" / "train"
+    folder.mkdir(parents=True)
+    hf = folder / "checkpoints" / "global_step_2" / "actor" / "huggingface"
+    (folder / "result.json").write_text(json.dumps({"dry_run": False, "hf_checkpoint": str(hf)}))
+    assert ablate._trained_checkpoint(folder) is None
+    hf.mkdir(parents=True)
+    assert ablate._trained_checkpoint(folder) == hf
+    (folder / "result.json").write_text('{"hf_checkpoint": ')
+    assert ablate._trained_checkpoint(folder) is None
+    (folder / "result.json").write_text('["a list"]')
+    assert ablate._trained_checkpoint(folder) is None

@@ -4,6 +4,7 @@ secrets taken out of manifests."""
 from __future__ import annotations
 
 import json
+import shutil
 
 from typer.testing import CliRunner
 
@@ -62,7 +63,6 @@ def test_publish_copies_the_small_files_of_finished_rows(tmp_path, locomo_path, 
     assert not (dest / "rag" / "val" / "predictions.jsonl").exists() and record["compare"]["val"] == "compare-val"
 
     # without the base row there is no compare, and the stale one goes
-    import shutil
 
     shutil.rmtree(src)
     record = publish.publish(plan, dest, opts=opts)
@@ -106,3 +106,86 @@ def test_publish_copies_a_finished_trainings_curves_not_its_checkpoints(tmp_path
         f"train/{n}" for n in publish.PUBLISHED_TRAIN_FILES)
     assert (dest / "rl" / "train" / "result.json").read_text() == "result.json"
     assert not (dest / "stopped").exists()
+
+
+def test_restore_brings_published_rows_back_into_a_fresh_clone(tmp_path, locomo_path, make_plan, scripted_memr1):
+    """Published rows restored into another folder (a fresh clone elsewhere, no checkpoints): the plan
+    skips their evals and trainings, compares against them, and publishes them again."""
+    from memory_r1.cli import app
+    from memory_r1.eval.plan import load_plan
+
+    rows = [{"name": "base"}, {"name": "rag", "method": "rag-turns"},
+            {"name": "ans", "train": {"stage": "answer", "algo": "grpo"}, "answer": "train"}]
+    plan = make_plan(rows)
+    qs = load_split("val", locomo_path).questions()
+    fake = scripted_memr1(qs, {"base": 3, "rag": 2, "ans": 1})
+    opts = ablate.Options(judge="none", overrides=["ingest.max_sessions=1"])
+    run_plan(plan, build_steps(plan, rows=["base", "ans"], opts=opts), runner=fake)
+    (tmp_path / "ab" / "ans" / "train" / "reward_curve.json").write_text("[]")
+    dest = tmp_path / "docs"
+    publish.publish(plan, dest, opts=opts)
+    shutil.rmtree(tmp_path / "ab")  # the machine that ran them is gone, with its checkpoints
+
+    clone = load_plan(plan.path)
+    clone.out = tmp_path / "clone" / "ab"
+    record = publish.restore(clone, dest)
+    assert record["rows"]["base"]["val"] == ["summary.json", "manifest.json", "predictions.jsonl"]
+    assert record["rows"]["rag"]["val"] == "not published"
+    assert record["train"]["ans"] == ["result.json", "reward_curve.json"]
+    assert json.loads((clone.out / "ans" / "val" / "restored.json").read_text())["from"] == str(dest / "ans" / "val")
+    # the trained row is finished without its checkpoint: nothing trains or evaluates again
+    fake.calls.clear()
+    steps = build_steps(clone, opts=opts)
+    results = run_plan(clone, steps, runner=fake)
+    assert [(r.step.row, r.step.kind, r.status) for r in results] == [
+        ("base", "eval", "skipped"), ("rag", "eval", "ran"), ("ans", "train", "skipped"), ("ans", "eval", "skipped")]
+    assert [c[0] for c in fake.calls] == ["eval"]
+    cmp = ablate.compare_slices(clone, ["val"])
+    assert json.loads((cmp["val"] / "compare.json").read_text())["runs"] == ["rag", "ans"]
+    again = publish.publish(clone, tmp_path / "docs2", opts=opts)
+    assert isinstance(again["rows"]["ans"]["val"], dict) and again["train"]["ans"] == ["result.json", "reward_curve.json"]
+    assert again["compare"]["val"] == "compare-val"
+    # restoring again keeps what is there
+    assert publish.restore(clone, dest)["rows"]["base"]["val"].startswith("kept: ")
+    # a new slice of a restored trained row needs the checkpoint: then it trains
+    clone2 = load_plan(plan.path)
+    clone2.out = tmp_path / "clone2" / "ab"
+    publish.restore(clone2, dest)
+    shutil.rmtree(clone2.out / "ans" / "val")
+    fake.calls.clear()
+    statuses = [r.status for r in run_plan(clone2, build_steps(clone2, rows=["ans"], opts=opts), runner=fake)]
+    assert statuses == ["ran", "ran"] and [c[0] for c in fake.calls] == ["train", "eval"]
+
+    # the command line
+    clone3 = tmp_path / "clone3"
+    r = CliRunner().invoke(app, ["ablate", "--plan", str(plan.path), "--restore", str(dest), "--out", str(clone3)])
+    assert r.exit_code == 0, r.output
+    assert "base on val: summary.json, manifest.json, predictions.jsonl" in r.output and "rag on val: not published" in r.output
+    r = CliRunner().invoke(app, ["ablate", "--plan", str(plan.path), "--restore", str(tmp_path / "nowhere")])
+    assert r.exit_code == 1 and "no such folder" in r.output
+    r = CliRunner().invoke(app, ["ablate", "--plan", str(plan.path), "--restore", str(dest), "--publish", str(dest)])
+    assert r.exit_code == 2 and "give one" in r.output
+
+
+def test_restore_refuses_what_is_not_a_published_row(tmp_path, make_plan):
+    """Incomplete, symlinked or broken published folders are not restored (each says why); nothing
+    is written outside the plan's folders."""
+    plan = make_plan([{"name": "base"}, {"name": "a"}, {"name": "b"}, {"name": "c"}])
+    src = tmp_path / "pub"
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not copy")
+    for row in ("base", "a", "b", "c"):
+        (src / row / "val").mkdir(parents=True)
+        for name in ("summary.json", "predictions.jsonl"):
+            (src / row / "val" / name).write_text("{}")
+        (src / row / "val" / "manifest.json").write_text(json.dumps({"config": {}}))
+    (src / "a" / "val" / "predictions.jsonl").unlink()
+    (src / "b" / "val" / "manifest.json").write_text("[1, 2")
+    (src / "c" / "val" / "summary.json").unlink()
+    (src / "c" / "val" / "summary.json").symlink_to(secret)
+    record = publish.restore(plan, src)["rows"]
+    assert record["base"]["val"] == ["summary.json", "manifest.json", "predictions.jsonl"]
+    assert record["a"]["val"].endswith("lacks predictions.jsonl")
+    assert "is not a manifest" in record["b"]["val"]
+    assert record["c"]["val"].endswith("lacks summary.json")
+    assert sorted(p.name for p in (tmp_path / "ab").iterdir()) == ["base"]

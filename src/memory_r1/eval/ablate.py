@@ -318,6 +318,42 @@ def done_checkpoints(step: Step) -> dict[str, str]:
     return got
 
 
+def _recorded_checkpoints(step: Step) -> dict[str, str]:
+    """The checkpoints a finished eval folder's manifest records for the step's options whose training
+    has no checkpoint here (a row restored from published results, or checkpoints deleted to save
+    disk): each recorded path is kept when it lies in a training folder of the same row name
+    (``<row>/train/checkpoints/...``, wherever the plan's folders were)."""
+    try:
+        config = json.loads((step.out / "manifest.json").read_text()).get("config", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    got = {}
+    for opt, folder in step.checkpoints.items():
+        recorded = config.get(opt.removeprefix("--")) if isinstance(config, dict) else None
+        if isinstance(recorded, str) and _in_training_folder(recorded, folder):
+            got[opt] = recorded
+    return got
+
+
+def _in_training_folder(path: str, folder: Path) -> bool:
+    """Does ``path`` name a checkpoint of a training folder like ``folder`` (same row name)?
+
+    >>> _in_training_folder("/x/ab/ans/train/checkpoints/global_step_28/actor/huggingface", Path("ab/ans/train"))
+    True
+    >>> _in_training_folder("/x/ab/other/train/checkpoints/global_step_28", Path("ab/ans/train"))
+    False
+    """
+    parts, tail = Path(path).parts, (folder.parent.name, folder.name, "checkpoints")
+    return any(parts[i:i + 3] == tail for i in range(len(parts) - 2))
+
+
+def finished_checkpoints(step: Step) -> dict[str, str]:
+    """The checkpoint options an eval step's finished folder is checked against: the trained
+    checkpoint where there is one, else the one the folder recorded (:func:`_recorded_checkpoints`)."""
+    done = done_checkpoints(step)
+    return done if set(done) == set(step.checkpoints) else {**_recorded_checkpoints(step), **done}
+
+
 def eval_finished(step: Step, args: list[str], data: Path | None) -> bool:
     """A finished eval folder (``summary.json``) whose configuration is the step's: skip it."""
     from memory_r1.eval.folder import FINGERPRINT_KEYS, fingerprint_value
@@ -385,16 +421,33 @@ def _resolved_checkpoints(st: Step) -> dict[str, str]:
     return resolved
 
 
-def _step_status(st: Step, args: list[str], data: Path | None) -> tuple[str, list[str]]:
-    """(``ran`` | ``reused`` | ``skipped``, the arguments to run): a finished training is reused, a
-    stopped one resumed; a finished eval folder of the same configuration is skipped."""
+def _step_status(st: Step, data: Path | None, needed_by: list[Step]) -> tuple[str, list[str]]:
+    """(``ran`` | ``reused`` | ``skipped``, the arguments to run): a finished eval folder of the same
+    configuration is skipped; a finished training is reused, a stopped one resumed, and one whose
+    checkpoint no unfinished eval step of the run needs (``needed_by``: the eval steps that read it)
+    is skipped, so rows restored from published results do not train again."""
     if st.kind != "train":
-        return ("skipped" if eval_finished(st, args, data) else "ran"), args
+        args = st.command(finished_checkpoints(st))
+        if eval_finished(st, args, data):
+            return "skipped", args
+        return "ran", st.command(_resolved_checkpoints(st))
+    args = st.command(_resolved_checkpoints(st))
     if _trained_checkpoint(st.out) is not None:
         return "reused", args
+    if needed_by and all(eval_finished(e, e.command(finished_checkpoints(e)), data) for e in needed_by):
+        return "skipped", args
     from memory_r1.train.runner import _has_run
 
     return "ran", ([*args[:2], "--resume", *args[2:]] if _has_run(st.out) else args)
+
+
+def _needed_by(st: Step, steps: list[Step]) -> list[Step]:
+    """The eval steps reading a train step's checkpoint directly, or through a training that starts
+    from it; empty when a train step of the run does (then it must train)."""
+    readers = [s for s in steps if st.out in s.checkpoints.values() and s is not st]
+    if any(s.kind == "train" for s in readers):
+        return []
+    return readers
 
 
 def run_plan(plan: Plan, steps: list[Step], *, data: Path | None = None,
@@ -404,7 +457,7 @@ def run_plan(plan: Plan, steps: list[Step], *, data: Path | None = None,
     (:class:`PlanError` naming it; running the plan again resumes)."""
     results: list[StepResult] = []
     for i, st in enumerate(steps, 1):
-        status, args = _step_status(st, st.command(_resolved_checkpoints(st)), data)
+        status, args = _step_status(st, data, _needed_by(st, steps) if st.kind == "train" else [])
         if on_step:
             on_step(i, len(steps), st, status, args)
         if status == "ran":

@@ -61,7 +61,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("answer-grpo-40min-seed1", "memr1-untrained", RL),
     Claim("answer-ppo", "memr1-untrained", RL),
     Claim("answer-ppo-40min", "memr1-untrained", RL),
-    Claim("answer-grpo-clean-golds", "memr1-untrained", RL),
+    Claim("answer-grpo-40min-clean-golds", "memr1-untrained", RL),
     Claim("manager-grpo", "memr1-untrained", RL),
     Claim("manager-grpo-40min", "memr1-untrained", RL),
     Claim("manager-ppo-40min", "memr1-untrained", RL),

@@ -1,6 +1,11 @@
 """``memr1 ablate --plan P --publish DIR``: copy the small files of a plan's finished rows
 (summaries, the manifest without secrets, predictions under 1 MB, the compare tables) into a results
-folder such as ``docs/results/ablations/<backbone>``, which notebook 02 reads. Runs nothing."""
+folder such as ``docs/results/ablations/<backbone>``, which notebook 02 reads. Runs nothing.
+
+``memr1 ablate --plan P --restore DIR`` is the way back (:func:`restore`): a fresh clone copies the
+published rows into the plan's folders, so ``memr1 ablate`` resumes from them (their evals are
+finished, their trainings are not run again), compares new rows against them and publishes them
+again with the rest."""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from memory_r1.eval.ablate import Options, Step, build_steps, done_checkpoints, eval_finished
+from memory_r1.eval.ablate import Options, Step, build_steps, eval_finished, finished_checkpoints
 from memory_r1.eval.plan import Plan
 
 log = logging.getLogger(__name__)
@@ -84,7 +89,7 @@ def publish(plan: Plan, dest: Path, *, slices: list[str] | None = None,
         entry = record["rows"].setdefault(st.row, {})
         if not (st.out / "summary.json").exists():
             entry[st.slice] = "not run"
-        elif not eval_finished(st, st.command(done_checkpoints(st)), opts.data):
+        elif not eval_finished(st, st.command(finished_checkpoints(st)), opts.data):
             entry[st.slice] = (f"left out: {st.out} was finished with another configuration than "
                                f"memr1 ablate --plan {plan.path} asks for (options: {record['options']})")
         else:
@@ -159,3 +164,52 @@ def _publish_compare(plan: Plan, s: str, done: list[str], dest: Path, opts: Opti
     except CompareError as exc:
         return str(exc)
     return f"compare-{s}"
+
+
+#: what a published eval folder must hold to be restored (the compare reads per-question scores)
+RESTORED_FILES = ("summary.json", "manifest.json", "predictions.jsonl")
+RESTORED_MARK = "restored.json"
+
+
+def restore(plan: Plan, src: Path, *, slices: list[str] | None = None) -> dict:
+    """Copy a published results folder (:func:`publish`'s ``dest``) back into the plan's folders: each
+    row and slice whose folder under the plan's ``out`` does not exist gets the published
+    ``summary.*``, ``manifest.json`` and ``predictions.jsonl`` (all three needed), and each row whose
+    training folder does not exist gets the published training files (curves, recipe, overrides);
+    each restored folder holds ``restored.json`` saying from where. Nothing that exists is
+    overwritten. Returns per row and slice (and per training) the files restored or why none were."""
+    src = Path(src)
+    if not src.is_dir():
+        raise FileNotFoundError(f"--restore {src}: no such folder")
+    record: dict[str, Any] = {"from": str(src), "rows": {}, "train": {}}
+    for row in plan.rows:
+        for s in (x for x in row.slices if not slices or x in slices):
+            record["rows"].setdefault(row.name, {})[s] = _restore_files(
+                src / row.name / s, plan.out / row.name / s, RESTORED_FILES, ("summary.md",))
+        if row.train is not None:
+            record["train"][row.name] = _restore_files(
+                src / row.name / "train", plan.out / row.name / "train", ("result.json",), PUBLISHED_TRAIN_FILES)
+    return record
+
+
+def _restore_files(src: Path, target: Path, needed: tuple[str, ...], optional: tuple[str, ...]) -> list[str] | str:
+    """Copy ``needed`` (all of them, regular files) and what exists of ``optional`` from ``src`` into a
+    new ``target``; the files copied, or why none were."""
+    if target.exists():
+        return f"kept: {target} exists"
+    missing = [n for n in needed if not (src / n).is_file() or (src / n).is_symlink()]
+    if missing:
+        return "not published" if not src.exists() else f"not restored: {src} lacks {', '.join(missing)}"
+    if (src / "manifest.json").is_file():
+        try:
+            json.loads((src / "manifest.json").read_text())["config"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return f"not restored: {src / 'manifest.json'} is not a manifest ({type(exc).__name__})"
+    files = [*needed, *(n for n in optional if n not in needed and (src / n).is_file() and not (src / n).is_symlink())]
+    from memory_r1.runs import atomic_write
+
+    target.mkdir(parents=True)
+    for name in files:
+        shutil.copyfile(src / name, target / name)
+    atomic_write(target / RESTORED_MARK, json.dumps({"from": str(src), "files": files}, indent=2))
+    return files

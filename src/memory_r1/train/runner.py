@@ -384,11 +384,16 @@ def run_training(req: TrainRequest) -> TrainResult:
 
 
 def _trained(folder: Path) -> Path | None:
-    """The HF checkpoint of a finished training folder (result.json of a real run), else None."""
+    """The HF checkpoint of a finished training folder (result.json of a real run) when it is on
+    disk, else None (a dry run; a folder restored from published results, or whose checkpoints were
+    deleted; an unreadable result.json, logged)."""
     res = folder / "result.json"
     if not res.exists():
         return None
-    r = json.loads(res.read_text())
-    if r.get("dry_run") or not r.get("hf_checkpoint"):
+    try:
+        r = json.loads(res.read_text())
+        ck = Path(r["hf_checkpoint"]) if not r.get("dry_run") and r.get("hf_checkpoint") else None
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        log.warning("%s: unreadable (%s): treated as no finished training", res, type(exc).__name__)
         return None
-    return Path(r["hf_checkpoint"])
+    return ck if ck is not None and ck.is_dir() else None
