@@ -59,6 +59,14 @@ def test_cpu_plan_rows():
     assert set(seed1.overrides) == set(long.overrides) | {"seed=1", "verl.data.seed=1", "verl.actor_rollout_ref.rollout.seed=1"}
     assert set(rows["answer-grpo-seed1"].train.overrides) == {"seed=1", "verl.data.seed=1", "verl.actor_rollout_ref.rollout.seed=1"}
     assert rows["manager-grpo-40min"].train.stage == "manager" and rows["manager-grpo-40min"].answer is None
+    # the levers: each names answer-grpo-40min and changes one thing of its training (same 28 steps)
+    levers = {n: r for n, r in rows.items() if r.against}
+    assert set(levers) == {"answer-grpo-40min-seed1", "answer-grpo-40min-short", "answer-grpo-40min-em",
+                           "answer-grpo-40min-pipeline", "answer-grpo-40min-clean-golds"}
+    for r in levers.values():
+        assert r.against == "answer-grpo-40min" and r.answer == "train"
+        assert (r.train.stage, r.train.algo) == ("answer", "grpo") and set(long.overrides) < set(r.train.overrides)
+    assert "episodes.drop_wrong_golds=true" in levers["answer-grpo-40min-clean-golds"].train.overrides
 
 
 @pytest.mark.parametrize("backbone", ["qwen2.5-7b", "llama3.1-8b"])
@@ -96,6 +104,10 @@ def test_bad_keys_are_refused(make_plan):
         make_plan([{"name": "base", "top_k": 10}])
     with pytest.raises(PlanError, match="folder name"):
         make_plan([{"name": "base"}, {"name": "a/b"}])
+    with pytest.raises(PlanError, match="row 'a': against 'nope' is not another row"):
+        make_plan([{"name": "base"}, {"name": "a", "against": "nope"}])
+    with pytest.raises(PlanError, match="row 'a': against 'a' is not another row"):
+        make_plan([{"name": "base"}, {"name": "a", "against": "a"}])
 
 
 def test_a_verl_key_verl_does_not_have_is_refused(make_plan):

@@ -203,3 +203,27 @@ def sentence(diff: Difference, statement: str | None, run_command: str | None = 
     if statement:
         out += " " + "; ".join(f"{METRIC_NAMES[m]}: {verdict(diff.diffs.get(m)) or 'n/a'}" for m in metrics) + "."
     return out
+
+
+EFFECT = {SAME: "the change helped", OPPOSITE: "the change hurt", NOT_MEASURABLE: "no effect measurable at this scale"}
+
+
+def lever_sentence(diff: Difference, run_command: str | None = None, metrics: tuple[str, ...] = ("f1", "bleu1"),
+                   confidence: float = 0.95) -> str:
+    """One sentence for a lever (a row that changes one thing of its ``against`` row): ``row - against``
+    with its interval and, per metric, whether the change helped, hurt or did nothing measurable.
+
+    >>> d = Difference("short", "ref", "val", {"f1": {"mean": -2.0, "lo": -3.5, "hi": -0.5, "n": 81},
+    ...                                        "bleu1": {"mean": 0.5, "lo": -1.0, "hi": 2.0, "n": 81}}, 81)
+    >>> print(lever_sentence(d))
+    short vs ref on val (81 questions): F1 -2.00 [-3.50, -0.50], BLEU-1 +0.50 [-1.00, +2.00] points (95% CI). F1: the change hurt; BLEU-1: no effect measurable at this scale.
+    >>> print(lever_sentence(Difference("short", "ref", "val", {}, missing=("short",)), "memr1 ablate --rows short"))
+    short vs ref on val: not run (short). Run it: memr1 ablate --rows short
+    """
+    where = f"{diff.better} vs {diff.worse} on {diff.slice}"
+    if not diff.ok:
+        why = f"not run ({', '.join(diff.missing)})" if diff.missing else f"no difference: {diff.note}"
+        return f"{where}: {why}." + (f" Run it: {run_command}" if run_command and diff.missing else "")
+    parts = ", ".join(f"{METRIC_NAMES[m]} {_fmt(diff.diffs.get(m))}" for m in metrics)
+    effects = "; ".join(f"{METRIC_NAMES[m]}: {EFFECT.get(verdict(diff.diffs.get(m)) or '', 'n/a')}" for m in metrics)
+    return f"{where} ({diff.questions} questions): {parts} points ({round(100 * confidence)}% CI). {effects}."

@@ -24,7 +24,9 @@ A plan (YAML)::
 A row's keys: ``name``, ``about``, ``method`` (memory-r1 | rag-turns | full-context), ``overrides``
 (eval recipe keys), ``judge``, ``slices``, ``manager`` / ``answer`` (checkpoints: ``train``,
 ``row:NAME`` or a path) and ``train`` (``stage``, ``algo``, ``overrides`` of the train recipe or
-``verl.<key>``, ``manager``: a checkpoint that builds the banks of ``episodes.source=pipeline``).
+``verl.<key>``, ``manager``: a checkpoint that builds the banks of ``episodes.source=pipeline``),
+``against``: the row this one changes one thing of (a lever; notebook 02 gives ``row - against``
+with its interval, besides ``row - base``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from typing import Any
 
 import yaml
 
-ROW_KEYS = {"name", "about", "method", "overrides", "judge", "slices", "manager", "answer", "train"}
+ROW_KEYS = {"name", "about", "method", "overrides", "judge", "slices", "manager", "answer", "train", "against"}
 TRAIN_KEYS = {"stage", "algo", "overrides", "manager"}
 PLAN_KEYS = {"backbone", "base", "out", "default_slices", "slices", "rows", "compare", "about"}
 SLICE_KEYS = {"split", "conversations", "limit_questions"}
@@ -73,6 +75,7 @@ class Row:
     manager: str | None = None  # checkpoint ref
     answer: str | None = None
     train: TrainSpec | None = None
+    against: str | None = None  # the row this one is a one-change variant of (a lever)
 
 
 @dataclass
@@ -147,6 +150,7 @@ def _parse_row(r: Any, i: int, path: Path, default_slices: tuple[str, ...]) -> R
         manager=_opt_str(r.get("manager")),
         answer=_opt_str(r.get("answer")),
         train=None if r.get("train") is None else _parse_train(r["train"], where),
+        against=_opt_str(r.get("against")),
     )
 
 
@@ -175,6 +179,9 @@ def parse_plan(raw: dict, path: Path) -> Plan:
     out = Path(raw.get("out") or Path("runs") / "ablate" / Path(str(raw["backbone"])).name)
     plan = Plan(path, str(raw["backbone"]), str(raw["base"]), out, slices, rows, dict(raw.get("compare") or {}))
     plan.row(plan.base)
+    for r in rows:
+        if r.against is not None and (r.against == r.name or r.against not in names):
+            raise PlanError(f"{path}: row {r.name!r}: against {r.against!r} is not another row of the plan")
     return plan
 
 
