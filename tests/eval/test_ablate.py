@@ -62,7 +62,8 @@ def test_cpu_plan_rows():
     # the levers: each names answer-grpo-40min and changes one thing of its training (same 28 steps)
     levers = {n: r for n, r in rows.items() if r.against}
     assert set(levers) == {"answer-grpo-40min-seed1", "answer-grpo-40min-short", "answer-grpo-40min-em",
-                           "answer-grpo-40min-pipeline", "answer-grpo-40min-clean-golds"}
+                           "answer-grpo-40min-pipeline", "answer-grpo-40min-clean-golds", "answer-grpo-40min-group8",
+                           "answer-grpo-40min-temp07", "answer-grpo-40min-nokl", "answer-grpo-40min-lr1e-5"}
     for r in levers.values():
         assert r.against == "answer-grpo-40min" and r.answer == "train"
         assert (r.train.stage, r.train.algo) == ("answer", "grpo") and set(long.overrides) < set(r.train.overrides)
