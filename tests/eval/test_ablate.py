@@ -105,6 +105,11 @@ def test_bad_keys_are_refused(make_plan):
         make_plan([{"name": "base", "top_k": 10}])
     with pytest.raises(PlanError, match="folder name"):
         make_plan([{"name": "base"}, {"name": "a/b"}])
+    for bad in ("..", "../x", "/tmp/x", ".hidden"):
+        with pytest.raises(PlanError, match="a slice name is a folder name"):
+            make_plan([{"name": "base", "slices": [bad]}], slices={bad: {"split": "val"}})
+    with pytest.raises(PlanError, match="row 'base': no slice 'test' \\(slices: val\\)"):
+        make_plan([{"name": "base", "slices": ["test"]}])
     with pytest.raises(PlanError, match="row 'a': against 'nope' is not another row"):
         make_plan([{"name": "base"}, {"name": "a", "against": "nope"}])
     with pytest.raises(PlanError, match="row 'a': against 'a' is not another row"):

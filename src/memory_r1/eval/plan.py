@@ -42,6 +42,8 @@ ROW_KEYS = {"name", "about", "method", "overrides", "judge", "slices", "manager"
 TRAIN_KEYS = {"stage", "algo", "overrides", "manager"}
 PLAN_KEYS = {"backbone", "base", "out", "default_slices", "slices", "rows", "compare", "about"}
 SLICE_KEYS = {"split", "conversations", "limit_questions"}
+#: row and slice names become folder names under the plan's out: nothing that climbs out of it
+FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class PlanError(ValueError):
@@ -114,8 +116,12 @@ def _opt_str(value: Any) -> str | None:
 
 
 def _parse_slices(raw: dict, path: Path) -> dict[str, Slice]:
+    if not isinstance(raw, dict):
+        raise PlanError(f"{path}: slices must be a mapping of names to {{split: ...}}")
     slices = {}
     for name, s in raw.items():
+        if not FOLDER_NAME.fullmatch(str(name)):
+            raise PlanError(f"{path}: slice {name!r}: a slice name is a folder name (letters, digits, '.', '_', '-')")
         if not isinstance(s, dict) or "split" not in s:
             raise PlanError(f"{path}: slice {name!r} needs a split")
         _unknown(s, SLICE_KEYS, f"{path}: slice {name!r}")
@@ -139,7 +145,7 @@ def _parse_row(r: Any, i: int, path: Path, default_slices: tuple[str, ...]) -> R
     if not isinstance(r, dict) or not r.get("name"):
         raise PlanError(f"{path}: rows[{i}] has no name")
     where = f"{path}: row {r['name']!r}"
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", str(r["name"])):
+    if not FOLDER_NAME.fullmatch(str(r["name"])):
         raise PlanError(f"{where}: a row name is a folder name (letters, digits, '.', '_', '-')")
     _unknown(r, ROW_KEYS, where)
     return Row(
@@ -180,6 +186,9 @@ def parse_plan(raw: dict, path: Path) -> Plan:
     plan = Plan(path, str(raw["backbone"]), str(raw["base"]), out, slices, rows, dict(raw.get("compare") or {}))
     plan.row(plan.base)
     for r in rows:
+        unknown = [s for s in r.slices if s not in slices]
+        if unknown:
+            raise PlanError(f"{path}: row {r.name!r}: no slice {unknown[0]!r} (slices: {', '.join(slices)})")
         if r.against is not None and (r.against == r.name or r.against not in names):
             raise PlanError(f"{path}: row {r.name!r}: against {r.against!r} is not another row of the plan")
     return plan
