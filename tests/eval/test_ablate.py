@@ -110,6 +110,8 @@ def test_bad_keys_are_refused(make_plan):
             make_plan([{"name": "base", "slices": [bad]}], slices={bad: {"split": "val"}})
     with pytest.raises(PlanError, match="row 'base': no slice 'test' \\(slices: val\\)"):
         make_plan([{"name": "base", "slices": ["test"]}])
+    with pytest.raises(PlanError, match="row 'a' reuse_banks: true or false, not 'no'"):
+        make_plan([{"name": "base"}, {"name": "a", "reuse_banks": "no"}])
     with pytest.raises(PlanError, match="row 'a': against 'nope' is not another row"):
         make_plan([{"name": "base"}, {"name": "a", "against": "nope"}])
     with pytest.raises(PlanError, match="row 'a': against 'a' is not another row"):

@@ -185,3 +185,23 @@ def test_a_slice_without_audited_golds_says_so(tmp_path, val):
     view = gold_audit_view(rows, find_gold_audit())
     summary = summary_markdown(summary_table(rows), "t", [], audit=view)
     assert "none of these questions has one (gold_audit.json)" in summary and summary.count("| Overall |") == 1
+
+
+def test_memory_built_apart_is_said(tmp_path, val):
+    """Rows with the base's ingestion settings but other bank fingerprints (rebuilt elsewhere) are
+    named in compare.md and compare.json; a row sharing the base's banks or with its own manager is not."""
+    folders = {}
+    for name, manager, banks in (("base", None, "x"), ("same", None, "x"), ("apart", None, "y"), ("mgr", "ckpt", "z")):
+        folders[name] = tmp_path / name / "val"
+        make_folder(folders[name], val, lambda i: i % 3 == 0)
+        (folders[name] / "manifest.json").write_text(json.dumps(
+            {"config": {"judge": {"backend": "judge-x", "prompt": "mem0"}, "split": "val", "method": "memory-r1",
+                        "manager": manager}}))
+        (folders[name] / "summary.json").write_text(json.dumps({"bank_sha256": {"conv-30": banks}}))
+    out = compare_folders(folders["base"], [folders[n] for n in ("same", "apart", "mgr")], out=tmp_path / "cmp",
+                          settings=bootstrap_settings(resamples=200))
+    res = json.loads((out / "compare.json").read_text())
+    assert res["banks"] == {"same/val": "same", "apart/val": "built apart", "mgr/val": "own"}
+    md = (out / "compare.md").read_text()
+    assert "- memory built apart: apart/val answered from banks built with the same settings as base/val's" in md
+    assert "same/val answered" not in md and "mgr/val answered" not in md

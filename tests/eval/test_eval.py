@@ -66,6 +66,14 @@ def test_memory_r1_slice_with_self_judge(tmp_path):
                 stored += 1
     # what the banks hold is exactly what the counted operations say
     assert stored == ing["ops"]["added"] - ing["ops"]["deleted"]
+    # their fingerprint: a row starting from these banks answers from the same memory
+    assert len(summary["bank_sha256"]["conv-30"]) == 64
+    row = run_eval(_req(tmp_path, judge="none", out=tmp_path / "row", reuse_banks=out,
+                        overrides=[*SMOKE[:2], "answer_agent.top_k=3"]))
+    assert json.loads((row / "summary.json").read_text())["bank_sha256"] == summary["bank_sha256"]
+    from memory_r1.eval.compare import bank_relation, load_run
+
+    assert bank_relation(load_run(out), load_run(row)) == "same"
 
 
 @pytest.mark.slow

@@ -80,6 +80,8 @@ def test_the_cpu_plan_reuses_the_base_banks_only_where_ingestion_is_the_same():
         assert steps[key].args[steps[key].args.index("--reuse-banks") + 1] == str(plan.out / plan.base / key[1])
     assert ("distill", "val") in reusing and ("top-k-10", "val") in reusing and ("judge-strict", "val") in reusing
     assert ("answer-grpo", "val") in reusing  # a trained Answer Agent over the untrained manager's banks
-    for row in ("memr1-untrained", "rag-turns", "full-context", "fp32", "int8", "manager-grpo", "both-grpo"):
+    # the rerun of the base row builds its own banks (reuse_banks: false): what rebuilding alone moves
+    for row in ("memr1-untrained", "memr1-untrained-rerun", "rag-turns", "full-context", "fp32", "int8",
+                "manager-grpo", "both-grpo"):
         assert not any(key[0] == row for key in reusing), row
     assert base_val

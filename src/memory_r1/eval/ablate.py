@@ -92,9 +92,10 @@ ANSWER_SIDE_KEYS = ("answer_agent.", "judge.")
 
 def _same_banks_as_base(plan: Plan, row: Row, checkpoints: dict, fixed: list[str]) -> bool:
     """A row whose banks are the base row's: same method, no checkpoint of its own for the manager,
-    and overrides only of the Answer Agent or the judge (it starts from the base's banks)."""
+    overrides only of the Answer Agent or the judge, and not ``reuse_banks: false`` (it starts from
+    the base's banks)."""
     base = plan.row(plan.base)
-    return (row.name != base.name and row.method == base.method and base.manager is None
+    return (row.name != base.name and row.reuse_banks and row.method == base.method and base.manager is None
             and base.train is None and not base.overrides and "--manager" not in checkpoints
             and "--manager" not in fixed and all(o.startswith(ANSWER_SIDE_KEYS) for o in row.overrides))
 

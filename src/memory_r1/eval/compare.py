@@ -90,6 +90,8 @@ class EvalRun:
     judge: str | None = None  # the judge's name as the summary gives it; None without a judge
     judge_prompt: str | None = None
     recomputed: int = 0  # rows whose scores were recomputed (written before rows carried them)
+    ingest: dict = field(default_factory=dict)  # the summary's per-conversation ingestion record
+    banks: dict = field(default_factory=dict)  # the summary's per-conversation bank fingerprints
 
     @property
     def judge_label(self) -> str:
@@ -148,7 +150,45 @@ def load_run(folder: str | Path, name: str | None = None) -> EvalRun:
     prompt = summary.get("judge_prompt") or (jcfg.get("prompt") or "mem0" if judge else None)
     if recomputed:
         log.info("%s: scores recomputed from prediction and gold for %d rows", folder, recomputed)
-    return EvalRun(name or folder.name, folder, rows, config, judge, prompt if judge else None, recomputed)
+    return EvalRun(name or folder.name, folder, rows, config, judge, prompt if judge else None, recomputed,
+                   summary.get("ingest") or {}, summary.get("bank_sha256") or {})
+
+
+SAME_BANKS, BUILT_APART, OWN_BANKS, UNKNOWN_BANKS = "same", "built apart", "own", "unknown"
+
+
+def bank_relation(base: EvalRun, run: EvalRun) -> str:
+    """How a run's memory relates to the base's. ``same``: the same bank fingerprints (or, for
+    folders written before fingerprints, the same ingestion record: the run reused the base's
+    banks); ``built apart``: the same ingestion settings, but the banks were built again and hold
+    other memories (another machine, code or build: the difference then mixes in the rebuilt
+    memory); ``own``: other ingestion settings (another method or manager: the memory is part of
+    what the row changes); ``unknown``: a folder without a manifest or a record.
+
+    >>> cfg = {"method": "memory-r1", "manager": None, "split": "val"}
+    >>> a = EvalRun("a", Path("a"), {}, cfg, banks={"c1": "x"})
+    >>> [bank_relation(a, EvalRun("b", Path("b"), {}, cfg, banks=h)) for h in ({"c1": "x"}, {"c1": "y"})]
+    ['same', 'built apart']
+    >>> bank_relation(a, EvalRun("m", Path("m"), {}, {**cfg, "manager": "ckpt"}, banks={"c1": "z"}))
+    'own'
+    >>> old = EvalRun("o", Path("o"), {}, cfg, ingest={"c1": {"facts": 3, "seconds": 9.5}})
+    >>> bank_relation(old, EvalRun("p", Path("p"), {}, cfg, ingest={"c1": {"facts": 3, "seconds": 9.5}}))
+    'same'
+    """
+    from memory_r1.eval.folder import INGEST_KEYS, fingerprint_value
+    from memory_r1.runs import differing_keys
+
+    if not base.config or not run.config:
+        return UNKNOWN_BANKS
+    if differing_keys(base.config, run.config, INGEST_KEYS, fingerprint_value):
+        return OWN_BANKS
+    if base.config.get("method") == "full-context":
+        return SAME_BANKS  # no banks: the prompt is the dialogue itself
+    for a, b in ((base.banks, run.banks), (base.ingest, run.ingest)):
+        shared = set(a) & set(b)
+        if shared:
+            return SAME_BANKS if all(a[c] == b[c] for c in shared) else BUILT_APART
+    return UNKNOWN_BANKS
 
 
 def unique_names(folders: list[Path]) -> list[str]:
@@ -330,6 +370,7 @@ def compare_runs(base: EvalRun, runs: list[EvalRun], *, settings: BootstrapSetti
         "bootstrap": {"resamples": settings.resamples, "seed": settings.seed, "confidence": settings.confidence},
         "judges": {r.name: {"judge": r.judge, "prompt": r.judge_prompt} for r in [base, *runs]},
         "recomputed_rows": {r.name: r.recomputed for r in [base, *runs] if r.recomputed},
+        "banks": {r.name: bank_relation(base, r) for r in runs},
         "views": {"standard": _view(base, runs, qids, settings)},
     }
     if audit is None:
@@ -411,6 +452,12 @@ def compare_markdown(result: dict) -> str:
     if other:
         lines.append(f"- J of {', '.join(other)} comes from another judge or judge prompt than {result['base']}'s: "
                      "those J differences are not comparable")
+    apart = [n for n, rel in result.get("banks", {}).items() if rel == BUILT_APART]
+    if apart:
+        lines.append(f"- memory built apart: {', '.join(apart)} answered from banks built with the same settings "
+                     f"as {result['base']}'s but in another ingestion run (another machine, code or build) that "
+                     "holds other memories: their differences mix the rebuilt memory in with the row's own "
+                     f"change; for a clean pair, run {result['base']} in the same place")
     for n, k in result.get("recomputed_rows", {}).items():
         lines.append(f"- {n}: scores recomputed from prediction and gold for {k} rows (written before rows "
                      "carried their scores)")

@@ -126,6 +126,7 @@ class Difference:
     source: str = ""  # compare.json | predictions
     missing: tuple[str, ...] = ()  # rows with no published result on the slice
     note: str = ""  # why there is no difference although both rows ran
+    banks: str = ""  # how better's memory relates to worse's (compare.bank_relation), when known
 
     @property
     def ok(self) -> bool:
@@ -160,7 +161,8 @@ def difference(folder: Path, slice_name: str, better: str, worse: str,
             diffs = {m: (None if overall["runs"][run]["diff"].get(m) is None else
                          (overall["runs"][run]["diff"][m] if sign > 0 else _negate(overall["runs"][run]["diff"][m])))
                      for m in metrics}
-            return Difference(better, worse, slice_name, diffs, overall["count"], "compare.json")
+            return Difference(better, worse, slice_name, diffs, overall["count"], "compare.json",
+                              banks=cmp.get("banks", {}).get(run, ""))
     from memory_r1.eval.compare import BootstrapSettings, CompareError, bootstrap_settings, compare_runs, load_run
 
     preds = [folder / r / slice_name / "predictions.jsonl" for r in (better, worse)]
@@ -174,7 +176,8 @@ def difference(folder: Path, slice_name: str, better: str, worse: str,
         return Difference(better, worse, slice_name, {}, note=str(exc))
     overall = _overall(res["views"]["standard"])
     diffs = {m: overall["runs"][better]["diff"].get(m) for m in metrics}
-    return Difference(better, worse, slice_name, diffs, overall["count"], "predictions")
+    return Difference(better, worse, slice_name, diffs, overall["count"], "predictions",
+                      banks=res.get("banks", {}).get(better, ""))
 
 
 def _fmt(d: dict | None) -> str:
@@ -202,7 +205,13 @@ def sentence(diff: Difference, statement: str | None, run_command: str | None = 
     out = f"{where} ({diff.questions} questions): {parts} points ({round(100 * confidence)}% CI){paper}"
     if statement:
         out += " " + "; ".join(f"{METRIC_NAMES[m]}: {verdict(diff.diffs.get(m)) or 'n/a'}" for m in metrics) + "."
-    return out
+    return out + _apart(diff)
+
+
+def _apart(diff: Difference) -> str:
+    return (f" Caution: {diff.better}'s banks were built apart from {diff.worse}'s (same settings, another "
+            "ingestion run holding other memories): the difference mixes the rebuilt memory in."
+            if diff.banks == "built apart" else "")
 
 
 EFFECT = {SAME: "the change helped", OPPOSITE: "the change hurt", NOT_MEASURABLE: "no effect measurable at this scale"}
@@ -226,4 +235,4 @@ def lever_sentence(diff: Difference, run_command: str | None = None, metrics: tu
         return f"{where}: {why}." + (f" Run it: {run_command}" if run_command and diff.missing else "")
     parts = ", ".join(f"{METRIC_NAMES[m]} {_fmt(diff.diffs.get(m))}" for m in metrics)
     effects = "; ".join(f"{METRIC_NAMES[m]}: {EFFECT.get(verdict(diff.diffs.get(m)) or '', 'n/a')}" for m in metrics)
-    return f"{where} ({diff.questions} questions): {parts} points ({round(100 * confidence)}% CI). {effects}."
+    return f"{where} ({diff.questions} questions): {parts} points ({round(100 * confidence)}% CI). {effects}." + _apart(diff)

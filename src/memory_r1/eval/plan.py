@@ -26,7 +26,9 @@ A row's keys: ``name``, ``about``, ``method`` (memory-r1 | rag-turns | full-cont
 ``row:NAME`` or a path) and ``train`` (``stage``, ``algo``, ``overrides`` of the train recipe or
 ``verl.<key>``, ``manager``: a checkpoint that builds the banks of ``episodes.source=pipeline``),
 ``against``: the row this one changes one thing of (a lever; notebook 02 gives ``row - against``
-with its interval, besides ``row - base``).
+with its interval, besides ``row - base``), ``reuse_banks`` (default true: a row that changes only
+the Answer Agent or the judge starts from the base row's banks; false builds its own, e.g. to
+measure what rebuilding the memory alone moves).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from typing import Any
 
 import yaml
 
-ROW_KEYS = {"name", "about", "method", "overrides", "judge", "slices", "manager", "answer", "train", "against"}
+ROW_KEYS = {"name", "about", "method", "overrides", "judge", "slices", "manager", "answer", "train", "against",
+            "reuse_banks"}
 TRAIN_KEYS = {"stage", "algo", "overrides", "manager"}
 PLAN_KEYS = {"backbone", "base", "out", "default_slices", "slices", "rows", "compare", "about"}
 SLICE_KEYS = {"split", "conversations", "limit_questions"}
@@ -78,6 +81,7 @@ class Row:
     answer: str | None = None
     train: TrainSpec | None = None
     against: str | None = None  # the row this one is a one-change variant of (a lever)
+    reuse_banks: bool = True  # start from the base row's banks when ingestion is the same
 
 
 @dataclass
@@ -113,6 +117,12 @@ def _unknown(keys, allowed: set[str], where: str) -> None:
 
 def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise PlanError(f"{where}: true or false, not {value!r}")
+    return value
 
 
 def _parse_slices(raw: dict, path: Path) -> dict[str, Slice]:
@@ -157,6 +167,7 @@ def _parse_row(r: Any, i: int, path: Path, default_slices: tuple[str, ...]) -> R
         answer=_opt_str(r.get("answer")),
         train=None if r.get("train") is None else _parse_train(r["train"], where),
         against=_opt_str(r.get("against")),
+        reuse_banks=_bool(r.get("reuse_banks", True), f"{where} reuse_banks"),
     )
 
 

@@ -382,15 +382,35 @@ def run_eval(req: EvalRequest) -> Path:
         wanted = {q.qid for _, qs in plan for q in qs}
         records = [r for r in read_predictions(preds_path) if r["qid"] in wanted]
         control = judge_control(agents.judge, records, cfg, timings)
+        banks = bank_fingerprints(agents, [c for c, _ in plan])
     finally:
         agents.close()
-    write_summary(out, req, cfg, split, records, agents, ingest_stats, timings, control)
+    write_summary(out, req, cfg, split, records, agents, ingest_stats, timings, control, banks)
     log.info("wrote %s", out)
     return out
 
 
+def bank_fingerprints(agents: Agents, conversations: list) -> dict[str, str]:
+    """Per conversation, a sha256 of what its banks hold (each speaker's memory texts and dialogue
+    times, sorted; not ids or clocks): two eval folders with the same fingerprint answered from the
+    same memory, wherever they were built. Empty for ``full-context`` (no banks)."""
+    import hashlib
+
+    from memory_r1.agents.retrieval import bank_namespace
+
+    if agents.pipeline.method == "full-context":
+        return {}
+    out = {}
+    for conv in conversations:
+        held = sorted([sp, m.text, m.timestamp] for sp in conv.speakers
+                      for m in agents.store.bank(bank_namespace(conv.conversation_id, sp)).list())
+        out[conv.conversation_id] = hashlib.sha256(json.dumps(held).encode()).hexdigest()
+    return out
+
+
 def write_summary(out: Path, req: EvalRequest, cfg: dict, split, records: list[dict], agents: Agents,
-                  ingest_stats: dict, timings: Timings, control: dict | None) -> None:
+                  ingest_stats: dict, timings: Timings, control: dict | None,
+                  banks: dict[str, str] | None = None) -> None:
     """``summary.json`` (scores per category, with and without the audited-wrong gold answers, and
     the run's counts and times) and ``summary.md``."""
     from memory_r1.eval.report import summary_markdown, summary_table
@@ -408,6 +428,7 @@ def write_summary(out: Path, req: EvalRequest, cfg: dict, split, records: list[d
         "judge_unparsed": n_unparsed_judge,
         "judge_control": control,
         "ingest": ingest_stats,
+        "bank_sha256": banks or {},
         "timings_s": run_timings(records, ingest_stats, timings.s, timings.control_s),
         "this_process_s": {k: round(v, 2) for k, v in timings.s.items()},
     }
