@@ -193,7 +193,8 @@ def test_llm_keys_of_another_backend_are_refused_in_one_line():
         load_eval_recipe(CPU_EVAL, ["llm.backend=openai", "llm.base_url=http://127.0.0.1:9/v1"])
     msg = str(err.value)
     assert "overrides llm.backend=openai llm.base_url=http://127.0.0.1:9/v1: " in msg
-    assert "llm.dtype (hf/vllm), llm.quantize (hf), llm.batch_size (hf) do not apply to llm.backend=openai" in msg
+    assert ("llm.dtype (hf/vllm), llm.quantize (hf), llm.batch_size (hf), llm.num_threads (hf) do not apply to "
+            "llm.backend=openai") in msg
     assert "which takes: base_url, model, api_key_env" in msg and "\n" not in msg
     with pytest.raises(RecipeError, match=r"llm\.backend must be one of hf, vllm, openai, got 'tgi'"):
         load_eval_recipe(CPU_EVAL, ["llm.backend=tgi"])

@@ -166,7 +166,7 @@ class HFOptions(LLMOptions):
     batch_size: PosInt | None = None
     max_batch_tokens: PosInt | None = None
     device: str | None = None
-    num_threads: PosInt | None = None
+    num_threads: PosInt | Literal["all"] | None = None  # None: adaptive to the load; "all": every core, fixed
     attn_implementation: str | None = None
     prepack: bool | None = None
     share_prefixes: bool | None = None

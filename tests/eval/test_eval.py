@@ -66,6 +66,10 @@ def test_memory_r1_slice_with_self_judge(tmp_path):
                 stored += 1
     # what the banks hold is exactly what the counted operations say
     assert stored == ing["ops"]["added"] - ing["ops"]["deleted"]
+    # the CPU recipe fixes the thread count (llm.num_threads: all): every generate call used every core
+    from memory_r1.threads import usable_cores
+
+    assert set(summary["threads_used"]) == {str(usable_cores())} and sum(summary["threads_used"].values()) > 3
     # their fingerprint: a row starting from these banks answers from the same memory
     assert len(summary["bank_sha256"]["conv-30"]) == 64
     row = run_eval(_req(tmp_path, judge="none", out=tmp_path / "row", reuse_banks=out,

@@ -342,3 +342,29 @@ def test_cpu_fast_paths_decode_like_stock_transformers_in_fp32(smol32):
         assert ref.prefix_batches == 0
     finally:
         ref.close()
+
+
+@pytest.mark.slow
+def test_a_fixed_thread_count_holds_whatever_else_sets_torch_threads():
+    """``num_threads="all"``: every usable core at each generate call, even after another part of the
+    process (the embedder) set torch's process-global count; the calls are counted per thread count."""
+    import torch
+
+    from memory_r1 import threads
+    from memory_r1.llm.base import LLMError
+    from memory_r1.llm.hf import HFBackend
+
+    before = torch.get_num_threads()
+    llm = HFBackend.from_pretrained("smollm2-135m", device="cpu", dtype="fp32", num_threads="all")
+    try:
+        cores = threads.usable_cores()
+        assert llm.num_threads == cores and llm.threads_used == {}
+        torch.set_num_threads(1)  # as the embedder does on its first load
+        llm.generate([CHATS[1]], SamplingParams(max_new_tokens=2))
+        assert torch.get_num_threads() == cores and llm.threads_used == {cores: 1}
+    finally:
+        llm.close()
+        torch.set_num_threads(before)
+    for bad in ("some", 0, True):
+        with pytest.raises(LLMError, match="num_threads: a positive count or 'all'"):
+            HFBackend.from_pretrained("smollm2-135m", device="cpu", dtype="fp32", num_threads=bad)

@@ -159,8 +159,8 @@ SAME_BANKS, BUILT_APART, OWN_BANKS, UNKNOWN_BANKS = "same", "built apart", "own"
 
 def bank_relation(base: EvalRun, run: EvalRun) -> str:
     """How a run's memory relates to the base's. ``same``: the same bank fingerprints (or, for
-    folders written before fingerprints, the same ingestion record: the run reused the base's
-    banks); ``built apart``: the same ingestion settings, but the banks were built again and hold
+    folders written before fingerprints, the same ingestion counts: calls, facts, operations and
+    tokens, its clock aside); ``built apart``: the same ingestion settings, but the banks were built again and hold
     other memories (another machine, code or build: the difference then mixes in the rebuilt
     memory); ``own``: other ingestion settings (another method or manager: the memory is part of
     what the row changes); ``unknown``: a folder without a manifest or a record.
@@ -171,9 +171,10 @@ def bank_relation(base: EvalRun, run: EvalRun) -> str:
     ['same', 'built apart']
     >>> bank_relation(a, EvalRun("m", Path("m"), {}, {**cfg, "manager": "ckpt"}, banks={"c1": "z"}))
     'own'
-    >>> old = EvalRun("o", Path("o"), {}, cfg, ingest={"c1": {"facts": 3, "seconds": 9.5}})
-    >>> bank_relation(old, EvalRun("p", Path("p"), {}, cfg, ingest={"c1": {"facts": 3, "seconds": 9.5}}))
-    'same'
+    >>> old = EvalRun("o", Path("o"), {}, cfg, ingest={"c1": {"facts": 3, "ops": {"added": 2}, "seconds": 9.5}})
+    >>> [bank_relation(old, EvalRun("p", Path("p"), {}, cfg, ingest={"c1": {"facts": 3, "ops": {"added": n},
+    ...                                                                    "seconds": 7.0}})) for n in (2, 3)]
+    ['same', 'built apart']
     """
     from memory_r1.eval.folder import INGEST_KEYS, fingerprint_value
     from memory_r1.runs import differing_keys
@@ -184,11 +185,17 @@ def bank_relation(base: EvalRun, run: EvalRun) -> str:
         return OWN_BANKS
     if base.config.get("method") == "full-context":
         return SAME_BANKS  # no banks: the prompt is the dialogue itself
-    for a, b in ((base.banks, run.banks), (base.ingest, run.ingest)):
+    for a, b in ((base.banks, run.banks), (_counts(base.ingest), _counts(run.ingest))):
         shared = set(a) & set(b)
         if shared:
             return SAME_BANKS if all(a[c] == b[c] for c in shared) else BUILT_APART
     return UNKNOWN_BANKS
+
+
+def _counts(ingest: dict) -> dict:
+    """Per conversation, the ingestion record without its clock (calls, facts, operations, tokens)."""
+    return {c: {k: v for k, v in rec.items() if k != "seconds"} if isinstance(rec, dict) else rec
+            for c, rec in ingest.items()}
 
 
 def unique_names(folders: list[Path]) -> list[str]:

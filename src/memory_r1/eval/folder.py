@@ -64,8 +64,16 @@ def fingerprint_value(config: dict, key: str):
     {'backend': 'self', 'prompt': 'mem0'}
     >>> fingerprint_value({"llm": {"dtype": "auto", "quantize": None}}, "llm")
     {'dtype': 'auto'}
+
+    The thread count is how a run executes, not what it is (recorded in ``summary.json``'s
+    ``threads_used``), so folders written under the adaptive policy stay resumable with a fixed one:
+
+    >>> fingerprint_value({"llm": {"dtype": "auto", "num_threads": "all"}}, "llm")
+    {'dtype': 'auto'}
     """
     value = drop_nulls(config.get(key))
+    if key == "llm" and isinstance(value, dict):
+        value = {k: v for k, v in value.items() if k != "num_threads"}
     if key == "judge" and isinstance(value, dict) and "prompt" not in value:
         from memory_r1.eval.judge import DEFAULT_JUDGE_PROMPT
 

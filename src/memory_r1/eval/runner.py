@@ -390,6 +390,20 @@ def run_eval(req: EvalRequest) -> Path:
     return out
 
 
+def threads_used(agents: Agents) -> dict[str, int]:
+    """Generate calls per torch thread count over the run's local LLMs (``{"2": 310, "1": 12}``): a
+    run whose count changed with the machine's load (the adaptive policy) may round bf16 sums
+    otherwise than a repeat of it (``llm.num_threads: all`` fixes the count)."""
+    pipe, seen, counts = agents.pipeline, set(), {}
+    for llm in (pipe.llm, pipe.manager_llm, pipe.answer_llm, getattr(agents.judge, "llm", None)):
+        if llm is None or id(llm) in seen:
+            continue
+        seen.add(id(llm))
+        for n, calls in (getattr(llm, "threads_used", None) or {}).items():
+            counts[str(n)] = counts.get(str(n), 0) + calls
+    return dict(sorted(counts.items()))
+
+
 def bank_fingerprints(agents: Agents, conversations: list) -> dict[str, str]:
     """Per conversation, a sha256 of what its banks hold (each speaker's memory texts and dialogue
     times, sorted; not ids or clocks): two eval folders with the same fingerprint answered from the
@@ -429,6 +443,7 @@ def write_summary(out: Path, req: EvalRequest, cfg: dict, split, records: list[d
         "judge_control": control,
         "ingest": ingest_stats,
         "bank_sha256": banks or {},
+        "threads_used": threads_used(agents),
         "timings_s": run_timings(records, ingest_stats, timings.s, timings.control_s),
         "this_process_s": {k: round(v, 2) for k, v in timings.s.items()},
     }

@@ -15,8 +15,11 @@ repetition penalty, ...) are not applied, so every backend decodes the same way.
 Nothing is fetched from a hub (``local_files_only``). On CPU ``dtype="auto"`` is the dtype this CPU runs
 fastest, measured once and cached (:mod:`memory_r1.hardware`: bf16 with AMX or AVX512-BF16, fp32 where
 bf16 is emulated) and torch's thread count follows the one thread
-policy of :mod:`memory_r1.threads`, re-checked at each ``generate`` call, unless ``num_threads`` or
-OMP_NUM_THREADS / MKL_NUM_THREADS say otherwise.
+policy of :mod:`memory_r1.threads`, re-checked at each ``generate`` call, unless ``num_threads`` (a
+count, or ``"all"``: every usable core, fixed for the run) or OMP_NUM_THREADS / MKL_NUM_THREADS say
+otherwise. The thread count changes how bf16 sums round, so greedy outputs can follow the machine's
+load under the adaptive policy; a fixed count makes a run repeatable on one machine. ``threads_used``
+counts the generate calls per thread count.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from memory_r1.llm.base import (
 )
 from memory_r1.paths import cache_dir, sha256_file
 from memory_r1.runs import atomic_write
-from memory_r1.threads import CpuLoadMeter, configure_threads, user_set_threads
+from memory_r1.threads import CpuLoadMeter, configure_threads, usable_cores, user_set_threads
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -301,7 +304,7 @@ class HFBackend(ClosingMixin):
         dtype: Any = "auto",
         batch_size: int = 8,
         max_batch_tokens: int = 32768,
-        num_threads: int | None = None,
+        num_threads: int | str | None = None,
         attn_implementation: str = "auto",
         prepack: bool = True,
         quantize: str | None = None,
@@ -325,8 +328,14 @@ class HFBackend(ClosingMixin):
         self.device = resolve_device(device)
         # threads="auto" (num_threads=None, no OMP_NUM_THREADS): re-decided at each generate() call,
         # since the load of a shared machine changes
+        if num_threads == "all":
+            num_threads = usable_cores()
+        elif num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int)
+                                          or num_threads < 1):
+            raise LLMError(f"num_threads: a positive count or 'all', not {num_threads!r}")
         self._auto_threads = self.device == "cpu" and num_threads is None and not user_set_threads()
         self.num_threads = configure_threads(num_threads) if self.device == "cpu" else None
+        self.threads_used: dict[int, int] = {}
         self._load_meter = CpuLoadMeter() if self._auto_threads else None
         self.from_cache = bool(resolved.is_gguf and is_valid_cache(converted_dir(resolved, root)))
         t_conv = time.perf_counter()
@@ -506,6 +515,10 @@ class HFBackend(ClosingMixin):
             others = self._load_meter.others_busy()
             if others is not None:
                 self.num_threads = configure_threads(None, others)
+        elif self.num_threads is not None:  # torch's count is process-global: the embedder may have set its own
+            configure_threads(self.num_threads)
+        if self.num_threads is not None:
+            self.threads_used[self.num_threads] = self.threads_used.get(self.num_threads, 0) + 1
         prompts = [self._encode(c) for c in conversations]
         lengths = [len(p) for p in prompts]
         caps = []
