@@ -23,6 +23,11 @@ thread at that load halved the eval's throughput. The rule keeps every core unti
 a core is busy elsewhere, re-checked before each generation batch (:class:`CpuLoadMeter`).
 OMP_NUM_THREADS / MKL_NUM_THREADS, or an explicit ``num_threads``, always win.
 
+The price of adapting: bf16 sums round otherwise with another thread count, so a greedy run that
+switched counts under load is not repeated by a quiet one (the val base row re-run beside the test
+suite built other banks, F1 -1.75 points). The CPU eval recipe therefore fixes the count
+(``llm.num_threads: all``); the adaptive policy is what ``num_threads: null`` asks for.
+
 verl's Ray worker processes are another regime (several processes of one run on the same cores):
 they use :func:`worker_threads` (``$MEMR1_CPU_THREADS``, default all cores) with
 ``OMP_WAIT_POLICY=PASSIVE`` in their environment (:func:`worker_env`, given to every Ray process by
