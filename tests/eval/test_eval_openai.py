@@ -58,6 +58,6 @@ def test_the_openai_recipe(tmp_path, chat):
 def test_switching_only_the_backend_is_one_clear_error(tmp_path, chat):
     with pytest.raises(RecipeError) as err:
         run_eval(_req(tmp_path, ["llm.backend=openai", f"llm.base_url={chat.url}"]))
-    assert "llm.dtype (hf/vllm), llm.quantize (hf), llm.batch_size (hf) do not apply to llm.backend=openai" in str(
-        err.value)
+    assert ("llm.dtype (hf/vllm), llm.quantize (hf), llm.batch_size (hf), llm.num_threads (hf) do not apply to "
+            "llm.backend=openai") in str(err.value)
     assert not chat.requests and not (tmp_path / "run").exists()
