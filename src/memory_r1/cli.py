@@ -369,11 +369,7 @@ def ablate_cmd(
     if restore is not None:
         with _failures_in_one_line(code=1):
             record = restore_plan(p, restore, slices=only)
-        for row, per_slice in record["rows"].items():
-            for s, what in per_slice.items():
-                typer.echo(f"{row} on {s}: " + (", ".join(what) if isinstance(what, list) else what))
-        for row, what in record["train"].items():
-            typer.echo(f"{row} training: " + (", ".join(what) if isinstance(what, list) else what))
+        _echo_files(record)
         typer.echo(f"restored from {restore} into {p.out}; `memr1 ablate --plan {plan}` resumes from there")
         return
     if publish is not None:
@@ -381,13 +377,7 @@ def ablate_cmd(
             fail("--publish looks at every row of the plan (the compare needs the base row): drop --rows")
         with _failures_in_one_line(code=1):
             record = publish_plan(p, publish, slices=only, opts=opts, gold_audit=gold_audit)
-        for row, per_slice in record["rows"].items():
-            for s, what in per_slice.items():
-                typer.echo(f"{row} on {s}: " + (", ".join(what["published"]) if isinstance(what, dict) else what))
-        for s, what in record["compare"].items():
-            typer.echo(f"compare ({s}): {what}")
-        for row, what in record.get("train", {}).items():
-            typer.echo(f"{row} training: " + (", ".join(what) if isinstance(what, list) else what))
+        _echo_files(record)
         typer.echo(f"published into {publish} (record: {publish / 'published.json'})")
         return
     if dry_run:
@@ -413,6 +403,23 @@ def ablate_cmd(
             typer.echo(f"compare ({s}): not written: {res}")
     typer.echo(f"{sum(r.status == 'ran' for r in results)} steps run, "
                f"{sum(r.status != 'ran' for r in results)} finished before; folders under {p.out}")
+
+
+def _echo_files(record: dict) -> None:
+    """What ``--publish`` / ``--restore`` did: per row and slice, per compare table and per training,
+    the files (a list, or ``{"published": [...]}``) or why there are none."""
+
+    def files(what) -> str:
+        what = what["published"] if isinstance(what, dict) else what
+        return ", ".join(what) if isinstance(what, list) else str(what)
+
+    for row, per_slice in record["rows"].items():
+        for s, what in per_slice.items():
+            typer.echo(f"{row} on {s}: {files(what)}")
+    for s, what in record.get("compare", {}).items():
+        typer.echo(f"compare ({s}): {what}")
+    for row, what in record.get("train", {}).items():
+        typer.echo(f"{row} training: {files(what)}")
 
 
 @contextlib.contextmanager

@@ -63,3 +63,16 @@ class ScriptedMemr1:
 @pytest.fixture
 def scripted_memr1():
     return ScriptedMemr1
+
+
+@pytest.fixture
+def base_rag_ans(make_plan, locomo_path):
+    """A plan of three rows (the base, rag-turns, an Answer Agent trained by GRPO) over val, and a
+    scripted ``memr1`` answering right every 3rd / 2nd / every question, and the options of a smoke
+    run (no judge, one session ingested): ``(plan, fake, opts)``."""
+    from memory_r1.data import load_split
+
+    plan = make_plan([{"name": "base"}, {"name": "rag", "method": "rag-turns"},
+                      {"name": "ans", "train": {"stage": "answer", "algo": "grpo"}, "answer": "train"}])
+    return (plan, ScriptedMemr1(load_split("val", locomo_path).questions(), {"base": 3, "rag": 2, "ans": 1}),
+            ablate.Options(judge="none", overrides=["ingest.max_sessions=1"]))

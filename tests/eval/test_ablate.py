@@ -142,13 +142,8 @@ def test_rows_filter_pulls_in_the_trainings_a_row_needs():
         build_steps(plan, slices=["test"])
 
 
-def test_run_resume_and_compare(tmp_path, locomo_path, make_plan, scripted_memr1):
-    rows = [{"name": "base"}, {"name": "rag", "method": "rag-turns"},
-            {"name": "ans", "train": {"stage": "answer", "algo": "grpo"}, "answer": "train"}]
-    plan = make_plan(rows)
-    qs = load_split("val", locomo_path).questions()
-    fake = scripted_memr1(qs, {"base": 3, "rag": 2, "ans": 1})
-    opts = ablate.Options(judge="none", overrides=["ingest.max_sessions=1"])
+def test_run_resume_and_compare(tmp_path, base_rag_ans):
+    plan, fake, opts = base_rag_ans
     steps = build_steps(plan, opts=opts)
     results = run_plan(plan, steps, runner=fake)
     assert [r.status for r in results] == ["ran"] * 4

@@ -108,18 +108,13 @@ def test_publish_copies_a_finished_trainings_curves_not_its_checkpoints(tmp_path
     assert not (dest / "stopped").exists()
 
 
-def test_restore_brings_published_rows_back_into_a_fresh_clone(tmp_path, locomo_path, make_plan, scripted_memr1):
+def test_restore_brings_published_rows_back_into_a_fresh_clone(tmp_path, base_rag_ans):
     """Published rows restored into another folder (a fresh clone elsewhere, no checkpoints): the plan
     skips their evals and trainings, compares against them, and publishes them again."""
     from memory_r1.cli import app
     from memory_r1.eval.plan import load_plan
 
-    rows = [{"name": "base"}, {"name": "rag", "method": "rag-turns"},
-            {"name": "ans", "train": {"stage": "answer", "algo": "grpo"}, "answer": "train"}]
-    plan = make_plan(rows)
-    qs = load_split("val", locomo_path).questions()
-    fake = scripted_memr1(qs, {"base": 3, "rag": 2, "ans": 1})
-    opts = ablate.Options(judge="none", overrides=["ingest.max_sessions=1"])
+    plan, fake, opts = base_rag_ans
     run_plan(plan, build_steps(plan, rows=["base", "ans"], opts=opts), runner=fake)
     (tmp_path / "ab" / "ans" / "train" / "reward_curve.json").write_text("[]")
     dest = tmp_path / "docs"

@@ -443,8 +443,8 @@ def _step_status(st: Step, data: Path | None, needed_by: list[Step]) -> tuple[st
 
 
 def _needed_by(st: Step, steps: list[Step]) -> list[Step]:
-    """The eval steps reading a train step's checkpoint directly, or through a training that starts
-    from it; empty when a train step of the run does (then it must train)."""
+    """The eval steps reading a train step's checkpoint; empty when a train step of the run reads it
+    too (then it must train)."""
     readers = [s for s in steps if st.out in s.checkpoints.values() and s is not st]
     if any(s.kind == "train" for s in readers):
         return []

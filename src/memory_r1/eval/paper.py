@@ -196,16 +196,27 @@ def sentence(diff: Difference, statement: str | None, run_command: str | None = 
     >>> print(sentence(Difference("a", "b", "val", {}, missing=("a",)), "a beats b", "memr1 ablate --rows a"))
     a vs b on val: not run (a); the paper: a beats b. Run it: memr1 ablate --rows a
     """
-    where = f"{diff.better} vs {diff.worse} on {diff.slice}"
     paper = f"; the paper: {statement}." if statement else "; the paper states no direction used here."
     if not diff.ok:
-        why = f"not run ({', '.join(diff.missing)})" if diff.missing else f"no difference: {diff.note}"
-        return f"{where}: {why}{paper}" + (f" Run it: {run_command}" if run_command and diff.missing else "")
-    parts = ", ".join(f"{METRIC_NAMES[m]} {_fmt(diff.diffs.get(m))}" for m in metrics)
-    out = f"{where} ({diff.questions} questions): {parts} points ({round(100 * confidence)}% CI){paper}"
+        return _unmeasured(diff, paper, run_command)
+    out = _measured(diff, metrics, confidence) + paper
     if statement:
         out += " " + "; ".join(f"{METRIC_NAMES[m]}: {verdict(diff.diffs.get(m)) or 'n/a'}" for m in metrics) + "."
     return out + _apart(diff)
+
+
+def _unmeasured(diff: Difference, tail: str, run_command: str | None) -> str:
+    """``a vs b on s: not run (a)`` or ``...: no difference: why``, then ``tail`` and the command."""
+    why = f"not run ({', '.join(diff.missing)})" if diff.missing else f"no difference: {diff.note}"
+    return (f"{diff.better} vs {diff.worse} on {diff.slice}: {why}{tail}"
+            + (f" Run it: {run_command}" if run_command and diff.missing else ""))
+
+
+def _measured(diff: Difference, metrics: tuple[str, ...], confidence: float) -> str:
+    """``a vs b on s (n questions): F1 +x [lo, hi], ... points (95% CI)``."""
+    parts = ", ".join(f"{METRIC_NAMES[m]} {_fmt(diff.diffs.get(m))}" for m in metrics)
+    return (f"{diff.better} vs {diff.worse} on {diff.slice} ({diff.questions} questions): {parts} points "
+            f"({round(100 * confidence)}% CI)")
 
 
 def _apart(diff: Difference) -> str:
@@ -229,10 +240,7 @@ def lever_sentence(diff: Difference, run_command: str | None = None, metrics: tu
     >>> print(lever_sentence(Difference("short", "ref", "val", {}, missing=("short",)), "memr1 ablate --rows short"))
     short vs ref on val: not run (short). Run it: memr1 ablate --rows short
     """
-    where = f"{diff.better} vs {diff.worse} on {diff.slice}"
     if not diff.ok:
-        why = f"not run ({', '.join(diff.missing)})" if diff.missing else f"no difference: {diff.note}"
-        return f"{where}: {why}." + (f" Run it: {run_command}" if run_command and diff.missing else "")
-    parts = ", ".join(f"{METRIC_NAMES[m]} {_fmt(diff.diffs.get(m))}" for m in metrics)
+        return _unmeasured(diff, ".", run_command)
     effects = "; ".join(f"{METRIC_NAMES[m]}: {EFFECT.get(verdict(diff.diffs.get(m)) or '', 'n/a')}" for m in metrics)
-    return f"{where} ({diff.questions} questions): {parts} points ({round(100 * confidence)}% CI). {effects}." + _apart(diff)
+    return f"{_measured(diff, metrics, confidence)}. {effects}." + _apart(diff)

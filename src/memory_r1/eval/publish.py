@@ -195,19 +195,22 @@ def restore(plan: Plan, src: Path, *, slices: list[str] | None = None) -> dict:
 def _restore_files(src: Path, target: Path, needed: tuple[str, ...], optional: tuple[str, ...]) -> list[str] | str:
     """Copy ``needed`` (all of them, regular files) and what exists of ``optional`` from ``src`` into a
     new ``target``; the files copied, or why none were."""
+    from memory_r1.runs import atomic_write
+
+    def regular(name: str) -> bool:
+        return (src / name).is_file() and not (src / name).is_symlink()
+
     if target.exists():
         return f"kept: {target} exists"
-    missing = [n for n in needed if not (src / n).is_file() or (src / n).is_symlink()]
+    missing = [n for n in needed if not regular(n)]
     if missing:
         return "not published" if not src.exists() else f"not restored: {src} lacks {', '.join(missing)}"
-    if (src / "manifest.json").is_file():
+    if "manifest.json" in needed:
         try:
             json.loads((src / "manifest.json").read_text())["config"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             return f"not restored: {src / 'manifest.json'} is not a manifest ({type(exc).__name__})"
-    files = [*needed, *(n for n in optional if n not in needed and (src / n).is_file() and not (src / n).is_symlink())]
-    from memory_r1.runs import atomic_write
-
+    files = [*needed, *(n for n in optional if n not in needed and regular(n))]
     target.mkdir(parents=True)
     for name in files:
         shutil.copyfile(src / name, target / name)
