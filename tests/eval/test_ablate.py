@@ -213,3 +213,25 @@ def test_a_training_folder_without_its_checkpoint_is_not_trained(tmp_path):
     assert ablate._trained_checkpoint(folder) is None
     (folder / "result.json").write_text('["a list"]')
     assert ablate._trained_checkpoint(folder) is None
+
+
+def test_the_data_file_is_hashed_once_a_run_and_a_changed_file_is_seen(tmp_path, base_rag_ans, locomo_path,
+                                                                         monkeypatch):
+    import memory_r1.paths as paths
+
+    plan, fake, opts = base_rag_ans
+    steps = build_steps(plan, opts=opts)
+    run_plan(plan, steps, runner=fake)
+    hashed, real = [], paths.sha256_file
+    monkeypatch.setattr(paths, "sha256_file", lambda p: hashed.append(p) or real(p))
+    ablate._data_sha256.cache_clear()
+    assert [r.status for r in run_plan(plan, steps, runner=fake)] == ["skipped", "skipped", "reused", "skipped"]
+    assert hashed == [locomo_path.resolve()]  # four eval configurations asked for, some twice: one hash
+    # the same path with other bytes is hashed again (the cache is keyed on size and mtime too)
+    copy = tmp_path / "locomo.json"
+    copy.write_bytes(locomo_path.read_bytes())
+    args = steps[0].command()
+    first = ablate._eval_config(args, copy)["data_sha256"]
+    copy.write_bytes(locomo_path.read_bytes() + b"\n")
+    assert ablate._eval_config(args, copy)["data_sha256"] not in (first, None)
+    assert first == real(locomo_path)

@@ -16,6 +16,7 @@ which notebook 02 reads.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shlex
@@ -369,7 +370,7 @@ def eval_finished(step: Step, args: list[str], data: Path | None) -> bool:
 def _eval_config(args: list[str], data: Path | None) -> dict:
     """The resolved eval config a ``memr1 eval`` argument list asks for (as the folder's manifest holds it)."""
     from memory_r1.eval.runner import EvalRequest, resolve_config
-    from memory_r1.paths import resolve_locomo_path, sha256_file
+    from memory_r1.paths import resolve_locomo_path
 
     opts, overrides = _parse_eval_args(args)
     req = EvalRequest(backbone=opts["--backbone"], split=opts["--split"], method=opts["--method"],
@@ -378,8 +379,19 @@ def _eval_config(args: list[str], data: Path | None) -> dict:
                       manager=opts.get("--manager"), answer=opts.get("--answer"), judge=opts.get("--judge"),
                       overrides=overrides)
     cfg = resolve_config(req)
-    cfg["data_sha256"] = sha256_file(resolve_locomo_path(data))
+    path = resolve_locomo_path(data).resolve()
+    st = path.stat()
+    cfg["data_sha256"] = _data_sha256(str(path), st.st_size, st.st_mtime_ns)
     return cfg
+
+
+@functools.lru_cache(maxsize=8)
+def _data_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of the data file, hashed once per (path, size, mtime) in a process: a plan asks for
+    every eval step's configuration up to twice, and the file does not change meanwhile."""
+    from memory_r1.paths import sha256_file
+
+    return sha256_file(Path(path))
 
 
 def _parse_eval_args(args: list[str]) -> tuple[dict[str, str], list[str]]:
