@@ -52,7 +52,13 @@ def test_cpu_plan_rows():
     test = plan.slices["test-conv41-42"]
     assert (test.split, test.conversations) == ("test", ("conv-41", "conv-42"))
     headline = {r.name for r in plan.rows if "test-conv41-42" in r.slices}
-    assert headline == {"memr1-untrained", "rag-turns", "full-context", "answer-grpo", "answer-grpo-40min", "answer-grpo-40min-seed1", "both-grpo"}
+    assert headline == {"memr1-untrained", "rag-turns", "full-context", "answer-grpo", "answer-grpo-40min",
+                        "answer-grpo-40min-seed1", "answer-grpo-40min-short", "answer-grpo-40min-clean-golds",
+                        "answer-ppo-40min", "manager-grpo-40min", "manager-ppo-40min", "both-grpo", "both-40min"}
+    # both 40-minute agents together, against the answerer alone: what the trained manager adds
+    both = rows["both-40min"]
+    assert (both.manager, both.answer, both.against) == (
+        "row:manager-ppo-40min", "row:answer-grpo-40min-clean-golds", "answer-grpo-40min-clean-golds")
     # the >= 40-minute runs: 28 answer steps (two seeds: the seed reaches verl's data order and sampling)
     long, seed1 = rows["answer-grpo-40min"].train, rows["answer-grpo-40min-seed1"].train
     assert "verl.trainer.total_training_steps=28" in long.overrides and "seed=1" not in long.overrides
@@ -60,7 +66,7 @@ def test_cpu_plan_rows():
     assert set(rows["answer-grpo-seed1"].train.overrides) == {"seed=1", "verl.data.seed=1", "verl.actor_rollout_ref.rollout.seed=1"}
     assert rows["manager-grpo-40min"].train.stage == "manager" and rows["manager-grpo-40min"].answer is None
     # the levers: each names answer-grpo-40min and changes one thing of its training (same 28 steps)
-    levers = {n: r for n, r in rows.items() if r.against}
+    levers = {n: r for n, r in rows.items() if r.against and r.train}
     assert set(levers) == {"answer-grpo-40min-seed1", "answer-grpo-40min-short", "answer-grpo-40min-em",
                            "answer-grpo-40min-pipeline", "answer-grpo-40min-clean-golds", "answer-grpo-40min-group8",
                            "answer-grpo-40min-temp07", "answer-grpo-40min-nokl", "answer-grpo-40min-lr1e-5"}
@@ -140,6 +146,9 @@ def test_rows_filter_pulls_in_the_trainings_a_row_needs():
         build_steps(plan, rows=["nope"])
     with pytest.raises(PlanError, match="no slice 'test'"):
         build_steps(plan, slices=["test"])
+    # a named row not planned on the asked slice is refused, not run as nothing
+    with pytest.raises(PlanError, match="row distill is not planned on test-conv41-42"):
+        build_steps(plan, rows=["distill", "rag-turns"], slices=["test-conv41-42"])
 
 
 def test_run_resume_and_compare(tmp_path, base_rag_ans):

@@ -178,6 +178,12 @@ def build_steps(plan: Plan, rows: list[str] | None = None, slices: list[str] | N
     for s in slices or []:
         if s not in plan.slices:
             raise PlanError(f"{plan.path}: no slice {s!r} (slices: {', '.join(plan.slices)})")
+    if rows and slices:
+        idle = [r.name for r in chosen if not set(r.slices) & set(slices)]
+        if idle:
+            raise PlanError(f"{plan.path}: row{'s' if len(idle) > 1 else ''} {', '.join(idle)} "
+                            f"{'are' if len(idle) > 1 else 'is'} not planned on {', '.join(slices)} "
+                            f"(add the slice to the row's slices: to run it there)")
     builder = _StepBuilder(plan, slices, opts or Options())
     for row in chosen:
         builder.row(row)
