@@ -244,3 +244,72 @@ def lever_sentence(diff: Difference, run_command: str | None = None, metrics: tu
         return _unmeasured(diff, ".", run_command)
     effects = "; ".join(f"{METRIC_NAMES[m]}: {EFFECT.get(verdict(diff.diffs.get(m)) or '', 'n/a')}" for m in metrics)
     return f"{_measured(diff, metrics, confidence)}. {effects}." + _apart(diff)
+
+
+#: training overrides that only re-seed a run (data order, sampling): a row whose training differs
+#: from its ``against`` row in these alone is a re-seeding of it
+SEED_KEYS = ("seed", "verl.data.seed", "verl.actor_rollout_ref.rollout.seed")
+
+
+def _unseeded(row) -> set[str] | None:
+    return None if row.train is None else {o for o in row.train.overrides if o.split("=", 1)[0] not in SEED_KEYS}
+
+
+def is_reseeding(plan, row) -> bool:
+    """Does ``row`` train exactly as its ``against`` row but for :data:`SEED_KEYS`?"""
+    if not row.against or row.train is None:
+        return False
+    ref = plan.row(row.against)
+    return (ref.train is not None and (row.train.stage, row.train.algo) == (ref.train.stage, ref.train.algo)
+            and _unseeded(row) == _unseeded(ref) and set(row.train.overrides) != set(ref.train.overrides))
+
+
+def references(plan, row) -> list[str]:
+    """The rows a lever is read against: its ``against`` row, then every re-seeding of that row in the
+    plan (:func:`is_reseeding`) but the lever itself. A lever trained with one seed is a change only
+    where it beats every seed of its reference: one seed alone can move the score as much.
+
+    >>> from types import SimpleNamespace as N
+    >>> t = lambda *o: N(stage="answer", algo="grpo", overrides=o)
+    >>> rows = {"ref": N(name="ref", against=None, train=t("steps=28")),
+    ...         "ref-s1": N(name="ref-s1", against="ref", train=t("steps=28", "seed=1")),
+    ...         "short": N(name="short", against="ref", train=t("steps=28", "len=16"))}
+    >>> plan = N(rows=list(rows.values()), row=rows.__getitem__)
+    >>> references(plan, rows["short"]), references(plan, rows["ref-s1"])
+    (['ref', 'ref-s1'], ['ref'])
+    """
+    ref = row.against
+    return [ref] + [r.name for r in plan.rows
+                    if r.name != row.name and r.against == ref and is_reseeding(plan, r)] if ref else []
+
+
+def across_references(diffs: list[Difference], metric: str = "f1") -> str | None:
+    """One verdict for a lever read against several references (:func:`references`): the same verdict
+    against every one of them, else not measurable; None unless every difference is measured.
+
+    >>> up = lambda lo: Difference("l", "r", "val", {"f1": {"mean": lo + 1, "lo": lo, "hi": lo + 2, "n": 81}}, 81)
+    >>> across_references([up(0.3), up(1.0)]), across_references([up(0.3), up(-1.0)]), across_references([up(0.3)])
+    ('same direction', 'not measurable at this scale', 'same direction')
+    >>> across_references([up(0.3), Difference("l", "r2", "val", {}, missing=("r2",))]) is None
+    True
+    """
+    if not diffs or not all(d.ok for d in diffs):
+        return None
+    found = {verdict(d.diffs.get(metric)) for d in diffs}
+    return found.pop() if len(found) == 1 else NOT_MEASURABLE
+
+
+def references_sentence(diffs: list[Difference], metric: str = "f1") -> str:
+    """The lever's verdict against all its references, or '' with fewer than two measured.
+
+    >>> up = lambda lo, r: Difference("l", r, "val", {"f1": {"mean": lo + 1, "lo": lo, "hi": lo + 2, "n": 81}}, 81)
+    >>> print(references_sentence([up(0.3, "ref"), up(-1.0, "ref-s1")]))
+    Against every seed of its reference (ref, ref-s1), F1: no effect measurable at this scale (within what a new seed alone moves).
+    >>> print(references_sentence([up(0.3, "ref"), up(0.1, "ref-s1")]))
+    Against every seed of its reference (ref, ref-s1), F1: the change helped.
+    """
+    v = across_references(diffs, metric)
+    if len(diffs) < 2 or v is None:
+        return ""
+    tail = " (within what a new seed alone moves)" if v == NOT_MEASURABLE else ""
+    return f"Against every seed of its reference ({', '.join(d.worse for d in diffs)}), {METRIC_NAMES[metric]}: {EFFECT[v]}{tail}."
