@@ -76,12 +76,19 @@ def test_the_cpu_plan_reuses_the_base_banks_only_where_ingestion_is_the_same():
     steps = {(s.row, s.slice): s for s in build_steps(plan) if s.kind == "eval"}
     reusing = {key for key, s in steps.items() if "--reuse-banks" in s.args}
     base_val = str(plan.out / plan.base / "val")
-    for key in reusing:
-        assert steps[key].args[steps[key].args.index("--reuse-banks") + 1] == str(plan.out / plan.base / key[1])
+    donors = {key: Path(steps[key].args[steps[key].args.index("--reuse-banks") + 1]) for key in reusing}
+    for key, donor in donors.items():
+        assert donor.name == key[1]  # the same slice
+        assert donor.parent == plan.out / (plan.base if "--manager" not in steps[key].checkpoints
+                                           else steps[key].checkpoints["--manager"].parent.name)
     assert ("distill", "val") in reusing and ("top-k-10", "val") in reusing and ("judge-strict", "val") in reusing
     assert ("answer-grpo", "val") in reusing  # a trained Answer Agent over the untrained manager's banks
     # the rerun of the base row builds its own banks (reuse_banks: false): what rebuilding alone moves
     for row in ("memr1-untrained", "memr1-untrained-rerun", "rag-turns", "full-context", "fp32", "int8",
-                "manager-grpo", "both-grpo"):
+                "manager-grpo", "manager-ppo-40min"):
         assert not any(key[0] == row for key in reusing), row
+    # both RL agents answer from the banks the trained manager's own row built, on every slice that row has
+    assert donors[("both-40min", "val")] == plan.out / "manager-ppo-40min" / "val"
+    assert donors[("both-40min", "test-conv41-42")] == plan.out / "manager-ppo-40min" / "test-conv41-42"
+    assert ("both-grpo", "val") in reusing and ("both-grpo", "test-conv41-42") not in reusing  # manager-grpo: val only
     assert base_val

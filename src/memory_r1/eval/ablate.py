@@ -101,6 +101,23 @@ def _same_banks_as_base(plan: Plan, row: Row, checkpoints: dict, fixed: list[str
             and "--manager" not in fixed and all(o.startswith(ANSWER_SIDE_KEYS) for o in row.overrides))
 
 
+def _banks_donor(plan: Plan, row: Row, checkpoints: dict, fixed: list[str], slice_name: str) -> str | None:
+    """The row whose eval folder on ``slice_name`` holds the banks ``row`` would build, or None:
+    the base row (:func:`_same_banks_as_base`), or the row that trains ``row``'s manager when ``row``
+    reads that checkpoint, has the same method and changes only the Answer Agent or the judge (both
+    RL agents: the trained manager's banks, answered by a trained answerer). The eval itself still
+    refuses banks built with other ingestion settings."""
+    if _same_banks_as_base(plan, row, checkpoints, fixed):
+        return plan.base if slice_name in plan.row(plan.base).slices else None
+    src = checkpoints.get("--manager")
+    if src is None or not row.reuse_banks or "--manager" in fixed:
+        return None
+    donor = plan.row(Path(src).parent.name)
+    same = (donor.name != row.name and donor.manager == "train" and donor.method == row.method
+            and all(o.startswith(ANSWER_SIDE_KEYS) for o in (*row.overrides, *donor.overrides)))
+    return donor.name if same and slice_name in donor.slices else None
+
+
 class _StepBuilder:
     """Collects the steps of :func:`build_steps`: each training once, before the evals that need it."""
 
@@ -163,8 +180,9 @@ class _StepBuilder:
         if judge:
             args += ["--judge", judge]
         ov = [*row.overrides, *opts.overrides]
-        if _same_banks_as_base(plan, row, ck, fixed) and s in plan.row(plan.base).slices:
-            args += ["--reuse-banks", str(plan.out / plan.base / s)]
+        donor = _banks_donor(plan, row, ck, fixed, s)
+        if donor is not None:
+            args += ["--reuse-banks", str(plan.out / donor / s)]
         return Step("eval", row.name, s, folder, args, ov, ck,
                     {"split": sl.split, "conversations": list(sl.conversations or []) or None,
                      "limit_questions": limit, "method": row.method, "judge": judge, "overrides": ov})
