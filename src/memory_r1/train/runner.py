@@ -36,6 +36,7 @@ from pathlib import Path
 import yaml
 
 from memory_r1.runs import atomic_write, new_manifest, seed_everything, write_manifest
+from memory_r1.train.verl.launch import MICRO_BATCH_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -297,8 +298,10 @@ def prepare(req: TrainRequest) -> Prepared:
     return Prepared(recipe, overrides, out, model_dir, job)
 
 
-#: verl keys a resumed run may change (train for longer, save or validate at other steps)
-RESUMABLE_KEYS = ("trainer.total_training_steps", "trainer.total_epochs", "trainer.save_freq", "trainer.test_freq")
+#: verl keys a resumed run may change (train for longer, save or validate at other steps, split its
+#: batches into smaller micro-batches after running out of memory)
+RESUMABLE_KEYS = ("trainer.total_training_steps", "trainer.total_epochs", "trainer.save_freq", "trainer.test_freq",
+                  *MICRO_BATCH_KEYS)
 
 
 def _resume_key(recipe: dict) -> dict:

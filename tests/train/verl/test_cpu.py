@@ -243,3 +243,44 @@ def test_verl_grpo_on_cpu_updates_weights_and_logs(tmp_path: Path, clean_env) ->
     # the update is an optimizer step of lr 1e-5, not a corruption
     diffs = [(state[k].float() - initial[k].float()).abs().max().item() for k in changed]
     assert max(diffs) < 1e-2
+
+
+def test_running_out_of_memory_is_one_line_and_resumes_with_smaller_micro_batches(tmp_path: Path, clean_env,
+                                                                                   monkeypatch) -> None:
+    """Ray's memory monitor killing verl's task runner (as it did to a 2,048-token-prompt run on 24 GB)
+    is one line saying what to lower, and the stopped run resumes with smaller micro-batches, not with
+    another learning rate."""
+    import ray.exceptions
+    import verl.trainer.main_ppo as main_ppo
+    from typer.testing import CliRunner
+
+    from memory_r1.cli import app
+
+    reached = []
+
+    def killed(config, task_runner_class=None):
+        reached.append(config.actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu)
+        oom = ray.exceptions.OutOfMemoryError("Memory on the node was 22.5GB / 23.5GB (0.96), exceeds 0.95")
+        raise ray.exceptions.RayTaskError("TaskRunnerV1.run", "Traceback ...", oom).as_instanceof_cause()
+
+    monkeypatch.setattr(main_ppo, "run_ppo", killed)
+    out = tmp_path / "run"
+    cmd = ["train", "answer", "--backbone", "smollm2-135m", "--algo", "grpo", "--out", str(out),
+           "episodes.max_val_rows=4", "verl.trainer.total_training_steps=2"]
+
+    def error_line(args: list[str]) -> str:
+        res = CliRunner().invoke(app, args)
+        lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]  # verl's warnings aside
+        assert res.exit_code == 2 and len(lines) == 1, res.stderr
+        return lines[0]
+
+    line = error_line(cmd)
+    assert "verl ran out of memory after 0 logged step(s)" in line
+    assert "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu" in line and "--resume" in line
+    assert "Traceback" not in line and (out / "recipe.yaml").exists()  # the folder is kept to resume
+    smaller = ["--resume", "verl.actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+               "verl.actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2"]
+    assert "ran out of memory" in error_line(cmd + smaller)  # verl reached again, with micro-batches of 2
+    assert reached == [8, 2]
+    assert "trained with another recipe" in error_line(cmd + ["--resume", "verl.actor_rollout_ref.actor.optim.lr=1e-5"])
+    assert reached == [8, 2]

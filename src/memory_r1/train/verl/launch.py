@@ -104,6 +104,60 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     return out
 
 
+#: verl keys that split a step's batch into smaller forward / backward passes: lower them when a run
+#: runs out of memory. They change how much is held at once, not what a step trains on (gradients
+#: accumulate over the micro-batches), so a stopped run may resume with other values.
+MICRO_BATCH_KEYS = (
+    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu",
+    "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu",
+    "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu",
+    "critic.ppo_micro_batch_size_per_gpu",
+    "critic.forward_micro_batch_size_per_gpu",
+)
+
+
+class VerlOutOfMemory(RuntimeError):
+    """verl's run stopped because memory ran out (Ray's memory monitor killed a worker, or an
+    allocation failed); the message is one line saying what to lower."""
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """Is ``exc`` (or what it wraps: Ray task errors carry ``cause``) an out-of-memory error?
+
+    >>> _is_out_of_memory(MemoryError()), _is_out_of_memory(ValueError("out of memory?"))
+    (True, False)
+    >>> class OutOfMemoryError(Exception): ...
+    >>> wrapped = RuntimeError("task failed"); wrapped.cause = OutOfMemoryError("killed")
+    >>> _is_out_of_memory(wrapped)
+    True
+    """
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, MemoryError) or any(t.__name__ == "OutOfMemoryError" for t in type(e).__mro__):
+            return True
+        todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
+    return False
+
+
+def out_of_memory_message(steps_logged: int, peak_gb: float | None) -> str:
+    """What to do when a run ran out of memory.
+
+    >>> print(out_of_memory_message(4, 21.3))  # doctest: +ELLIPSIS
+    verl ran out of memory after 4 logged step(s) (this process tree's peak: 21.3 GB of ... GB): lower the micro-batches (actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu, ...), or data.max_prompt_length / data.max_response_length, or the batch; micro-batch sizes may change when the run is resumed (--resume)
+    """
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    peak = f"{peak_gb:.1f} GB" if peak_gb is not None else "not measured"
+    return (f"verl ran out of memory after {steps_logged} logged step(s) (this process tree's peak: {peak} of "
+            f"{total:.1f} GB): lower the micro-batches ({', '.join(MICRO_BATCH_KEYS[:3])}, ...), or "
+            "data.max_prompt_length / data.max_response_length, or the batch; micro-batch sizes may change when "
+            "the run is resumed (--resume)")
+
+
 def launch(job: VerlJob, *, monitor_memory: bool = True, shutdown_ray: bool = True) -> VerlRun:
     """Train ``job`` with verl's ``run_ppo``. On CPU this process uses the CPU platform first; the
     job's environment goes to this process (its own verl imports and a local Ray cluster inherit
@@ -130,6 +184,12 @@ def launch(job: VerlJob, *, monitor_memory: bool = True, shutdown_ray: bool = Tr
         if monitor is not None:
             monitor.__enter__()
         run_ppo(job.config, task_runner_class=TaskRunnerV1)
+    except Exception as exc:
+        if not _is_out_of_memory(exc):
+            raise
+        steps = len(read_metrics(job.metrics_path)) if job.metrics_path else 0
+        peak = monitor.peak / 2**30 if monitor is not None and monitor.peak else None
+        raise VerlOutOfMemory(out_of_memory_message(steps, peak)) from exc
     finally:
         if monitor is not None:
             monitor.__exit__(None, None, None)
