@@ -52,7 +52,7 @@ def test_cpu_plan_rows():
     test = plan.slices["test-conv41-42"]
     assert (test.split, test.conversations) == ("test", ("conv-41", "conv-42"))
     headline = {r.name for r in plan.rows if "test-conv41-42" in r.slices}
-    assert headline == {"memr1-untrained", "rag-turns", "full-context", "answer-grpo", "answer-grpo-40min",
+    assert headline == {"memr1-untrained", "memr1-untrained-rerun", "rag-turns", "full-context", "answer-grpo", "answer-grpo-40min",
                         "answer-grpo-40min-seed1", "answer-grpo-40min-short", "answer-grpo-40min-clean-golds",
                         "answer-ppo-40min", "manager-grpo-40min", "manager-ppo-40min", "both-grpo", "both-40min"}
     # both 40-minute agents together, against the answerer alone: what the trained manager adds
