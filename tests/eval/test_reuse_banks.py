@@ -34,7 +34,9 @@ def test_banks_and_markers_are_copied_for_the_same_ingestion(tmp_path):
     assert reuse_banks(src, out, other_answer) == 1
     assert (out / "banks" / "collection" / "c1" / "storage.sqlite").read_bytes() == b"points"
     assert not (out / "banks" / ".lock").exists()  # the source's lock is not carried over
-    assert json.loads((out / "state" / "ingested-conv-30_0123.json").read_text()) == {"turns": 369}
+    # the copied marker names where the banks were built (that folder spent the ingestion time)
+    assert json.loads((out / "state" / "ingested-conv-30_0123.json").read_text()) == {"turns": 369,
+                                                                                      "reused_from": str(src)}
     assert not (out / ".banks-copy").exists()
     # a second call (a resumed row) leaves the row's own banks alone
     (out / "banks" / "collection" / "c1" / "storage.sqlite").write_bytes(b"mine")
@@ -92,3 +94,24 @@ def test_the_cpu_plan_reuses_the_base_banks_only_where_ingestion_is_the_same():
     assert donors[("both-40min", "test-conv41-42")] == plan.out / "manager-ppo-40min" / "test-conv41-42"
     assert ("both-grpo", "val") in reusing and ("both-grpo", "test-conv41-42") not in reusing  # manager-grpo: val only
     assert base_val
+
+
+def test_reused_banks_add_no_ingestion_time_and_a_broken_marker_is_built_here(tmp_path):
+    from memory_r1.eval.runner import reused_ingestions, run_timings
+
+    src = _finished(tmp_path / "base")
+    (src / "state" / "ingested-conv-41_0123.json").write_text("{broken")
+    out = tmp_path / "row"
+    out.mkdir()
+    assert reuse_banks(src, out, CFG) == 1  # conv-41's unreadable marker is not copied: built here
+    assert sorted(p.name for p in (out / "state").iterdir()) == ["ingested-conv-30_0123.json"]
+    batch = {"turns": 369, "seconds": 900.0}
+    stats = {"conv-30": batch}
+    from memory_r1.eval import folder
+
+    marker = folder.ingest_marker(out / "state", "conv-30")
+    marker.write_text(json.dumps({"batch_stats": batch, "reused_from": str(src)}))
+    assert reused_ingestions(out / "state", stats) == {"conv-30"}
+    assert run_timings([], stats, {}, reused=reused_ingestions(out / "state", stats))["ingest_s"] == 0.0
+    marker.write_text(json.dumps({"batch_stats": batch}))  # built in this folder: its time counts
+    assert run_timings([], stats, {}, reused=reused_ingestions(out / "state", stats))["ingest_s"] == 900.0

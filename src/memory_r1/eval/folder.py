@@ -25,7 +25,7 @@ import os
 import re
 from pathlib import Path
 
-from memory_r1.runs import differing_keys, drop_nulls
+from memory_r1.runs import atomic_write, differing_keys, drop_nulls
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,14 @@ def reuse_banks(src: Path, out: Path, cfg: dict) -> int:
     shutil.copytree(src / "banks", tmp, ignore=shutil.ignore_patterns(".lock"))
     os.replace(tmp, out / "banks")
     (out / "state").mkdir(exist_ok=True)
+    copied = 0
     for m in markers:  # markers after the banks: a kill in between leaves banks without markers (rebuilt)
-        shutil.copy2(m, out / "state" / m.name)
-    log.info("reused the banks of %d conversation(s) from %s", len(markers), src)
-    return len(markers)
+        try:
+            marker = {**json.loads(m.read_text()), "reused_from": str(src)}  # its seconds were spent there
+        except (OSError, ValueError, TypeError):
+            log.warning("--reuse-banks %s: unreadable marker %s: that conversation is built here", src, m.name)
+            continue
+        atomic_write(out / "state" / m.name, json.dumps(marker))
+        copied += 1
+    log.info("reused the banks of %d conversation(s) from %s", copied, src)
+    return copied

@@ -165,21 +165,41 @@ def ingest_batches(ingest_stats: dict) -> list[dict]:
     return list({json.dumps(b, sort_keys=True): b for b in ingest_stats.values()}.values())
 
 
-def run_timings(records: list[dict], ingest_stats: dict, this_process: dict, control_s: float = 0.0) -> dict:
+def reused_ingestions(state: Path, ingest_stats: dict) -> set[str]:
+    """The conversations of ``ingest_stats`` whose finished banks were copied from another folder
+    (their ingestion marker names it: ``reused_from``)."""
+    from memory_r1.eval.folder import ingest_marker
+
+    out = set()
+    for conv in ingest_stats:
+        try:
+            if json.loads(ingest_marker(state, conv).read_text()).get("reused_from"):
+                out.add(conv)
+        except (OSError, ValueError, AttributeError):
+            continue
+    return out
+
+
+def run_timings(records: list[dict], ingest_stats: dict, this_process: dict, control_s: float = 0.0,
+                reused: frozenset[str] | set[str] = frozenset()) -> dict:
     """Seconds per stage for the whole folder, over every process that worked on it (a resumed run
     keeps the time its earlier processes spent): ingestion from the clocks of its
     :func:`ingest_batches`, answering and judging from the per-question latencies, plus this
     process's load time and judge control pairs. Rows written before the judge
     time was recorded per question add no judge time; the result is never below this process's own
-    judge clock.
+    judge clock. Conversations whose banks came from another folder (``reused``: ``--reuse-banks``)
+    add no ingestion time: it was spent there.
 
     >>> recs = [{"latency_s": 2.0, "judge_latency_s": 0.5}, {"latency_s": 3.0}]
     >>> batch = {"turns": 10, "seconds": 40.0}
     >>> run_timings(recs, {"conv-1": batch, "conv-2": dict(batch)},
     ...             {"load_s": 5.0, "ingest_s": 0.0, "answer_s": 3.0, "judge_s": 1.5}, control_s=1.0)
     {'load_s': 5.0, 'ingest_s': 40.0, 'answer_s': 5.0, 'judge_s': 1.5}
+    >>> run_timings(recs, {"conv-1": batch, "conv-2": dict(batch)}, {}, reused={"conv-1", "conv-2"})["ingest_s"]
+    0.0
     """
-    ingest = sum(float(b.get("seconds", 0.0)) for b in ingest_batches(ingest_stats))
+    spent = {c: b for c, b in ingest_stats.items() if c not in reused}
+    ingest = sum((float(b.get("seconds", 0.0)) for b in ingest_batches(spent)), 0.0)
     answer = sum(float(r.get("latency_s", 0.0)) for r in records)
     judged = sum(float(r.get("judge_latency_s", 0.0)) for r in records)
     judge = max(judged + control_s, this_process.get("judge_s", 0.0))
@@ -444,7 +464,8 @@ def write_summary(out: Path, req: EvalRequest, cfg: dict, split, records: list[d
         "ingest": ingest_stats,
         "bank_sha256": banks or {},
         "threads_used": threads_used(agents),
-        "timings_s": run_timings(records, ingest_stats, timings.s, timings.control_s),
+        "timings_s": run_timings(records, ingest_stats, timings.s, timings.control_s,
+                                 reused_ingestions(out / "state", ingest_stats)),
         "this_process_s": {k: round(v, 2) for k, v in timings.s.items()},
     }
     atomic_write(out / "summary.json", json.dumps(summary, indent=2))
