@@ -97,21 +97,20 @@ def test_the_cpu_plan_reuses_the_base_banks_only_where_ingestion_is_the_same():
 
 
 def test_reused_banks_add_no_ingestion_time_and_a_broken_marker_is_built_here(tmp_path):
-    from memory_r1.eval.runner import reused_ingestions, run_timings
+    from memory_r1.eval.runner import read_ingest_marker, run_timings
 
     src = _finished(tmp_path / "base")
+    batch = {"turns": 369, "seconds": 900.0}
+    (src / "state" / "ingested-conv-30_0123.json").write_text(json.dumps({"conversation": "conv-30", "batch_stats": batch}))
     (src / "state" / "ingested-conv-41_0123.json").write_text("{broken")
     out = tmp_path / "row"
     out.mkdir()
     assert reuse_banks(src, out, CFG) == 1  # conv-41's unreadable marker is not copied: built here
     assert sorted(p.name for p in (out / "state").iterdir()) == ["ingested-conv-30_0123.json"]
-    batch = {"turns": 369, "seconds": 900.0}
     stats = {"conv-30": batch}
-    from memory_r1.eval import folder
-
-    marker = folder.ingest_marker(out / "state", "conv-30")
-    marker.write_text(json.dumps({"batch_stats": batch, "reused_from": str(src)}))
-    assert reused_ingestions(out / "state", stats) == {"conv-30"}
-    assert run_timings([], stats, {}, reused=reused_ingestions(out / "state", stats))["ingest_s"] == 0.0
-    marker.write_text(json.dumps({"batch_stats": batch}))  # built in this folder: its time counts
-    assert run_timings([], stats, {}, reused=reused_ingestions(out / "state", stats))["ingest_s"] == 900.0
+    # the copied marker names the folder that spent the ingestion time: none of it counts here
+    assert read_ingest_marker(out / "state" / "ingested-conv-30_0123.json") == (batch, str(src))
+    assert run_timings([], stats, {}, reused={"conv-30"})["ingest_s"] == 0.0
+    # built in this folder: its time counts
+    assert read_ingest_marker(src / "state" / "ingested-conv-30_0123.json") == (batch, None)
+    assert run_timings([], stats, {}, reused=set())["ingest_s"] == 900.0

@@ -110,7 +110,7 @@ def _banks_donor(plan: Plan, row: Row, checkpoints: dict, fixed: list[str], slic
     if _same_banks_as_base(plan, row, checkpoints, fixed):
         return plan.base if slice_name in plan.row(plan.base).slices else None
     src = checkpoints.get("--manager")
-    if src is None or not row.reuse_banks or "--manager" in fixed:
+    if src is None or not row.reuse_banks:
         return None
     donor = plan.row(Path(src).parent.name)
     same = (donor.name != row.name and donor.manager == "train" and donor.method == row.method

@@ -165,19 +165,11 @@ def ingest_batches(ingest_stats: dict) -> list[dict]:
     return list({json.dumps(b, sort_keys=True): b for b in ingest_stats.values()}.values())
 
 
-def reused_ingestions(state: Path, ingest_stats: dict) -> set[str]:
-    """The conversations of ``ingest_stats`` whose finished banks were copied from another folder
-    (their ingestion marker names it: ``reused_from``)."""
-    from memory_r1.eval.folder import ingest_marker
-
-    out = set()
-    for conv in ingest_stats:
-        try:
-            if json.loads(ingest_marker(state, conv).read_text()).get("reused_from"):
-                out.add(conv)
-        except (OSError, ValueError, AttributeError):
-            continue
-    return out
+def read_ingest_marker(marker: Path) -> tuple[dict, str | None]:
+    """A conversation's ingestion marker: (the stats of the batch that built its banks, the folder
+    they were copied from by ``--reuse-banks``, or None when built in this folder)."""
+    m = json.loads(marker.read_text())
+    return m["batch_stats"], m.get("reused_from")
 
 
 def run_timings(records: list[dict], ingest_stats: dict, this_process: dict, control_s: float = 0.0,
@@ -306,10 +298,11 @@ def load_agents(cfg: dict, out: Path, method: str, timings: Timings) -> Agents:
 
 
 def ingest_pending(agents: Agents, plan: list[tuple], done: set[str], state: Path, cfg: dict, progress,
-                   timings: Timings) -> dict:
+                   timings: Timings) -> tuple[dict, set[str]]:
     """Build the banks of every conversation with questions left and no ingestion marker (a killed
     ingestion's partial banks are cleared first), then mark them; returns each conversation's
-    ingestion stats, read from its marker."""
+    ingestion stats, read from its marker, and the conversations whose banks were copied from
+    another folder (:func:`read_ingest_marker`)."""
     from memory_r1.agents.pipeline import session_chunks
     from memory_r1.agents.retrieval import bank_namespace
 
@@ -328,12 +321,14 @@ def ingest_pending(agents: Agents, plan: list[tuple], done: set[str], state: Pat
         for conv in pending:
             atomic_write(ingest_marker(state, conv.conversation_id),
                          json.dumps({"conversation": conv.conversation_id, "batch_stats": st.as_dict()}))
-    stats = {}
+    stats, reused = {}, set()
     for c, _ in plan:
         marker = ingest_marker(state, c.conversation_id)
         if marker.exists():
-            stats[c.conversation_id] = json.loads(marker.read_text())["batch_stats"]
-    return stats
+            stats[c.conversation_id], source = read_ingest_marker(marker)
+            if source:
+                reused.add(c.conversation_id)
+    return stats, reused
 
 
 def answer_questions(agents: Agents, plan: list[tuple], done: set[str], preds_path: Path, cfg: dict, progress,
@@ -397,7 +392,7 @@ def run_eval(req: EvalRequest) -> Path:
     agents = load_agents(cfg, out, req.method, timings)
     try:
         with _Progress(req.show_progress) as progress:
-            ingest_stats = ingest_pending(agents, plan, done, out / "state", cfg, progress, timings)
+            ingest_stats, reused = ingest_pending(agents, plan, done, out / "state", cfg, progress, timings)
             answer_questions(agents, plan, done, preds_path, cfg, progress, timings)
         wanted = {q.qid for _, qs in plan for q in qs}
         records = [r for r in read_predictions(preds_path) if r["qid"] in wanted]
@@ -405,7 +400,7 @@ def run_eval(req: EvalRequest) -> Path:
         banks = bank_fingerprints(agents, [c for c, _ in plan])
     finally:
         agents.close()
-    write_summary(out, req, cfg, split, records, agents, ingest_stats, timings, control, banks)
+    write_summary(out, req, cfg, split, records, agents, ingest_stats, timings, control, banks, reused)
     log.info("wrote %s", out)
     return out
 
@@ -444,7 +439,7 @@ def bank_fingerprints(agents: Agents, conversations: list) -> dict[str, str]:
 
 def write_summary(out: Path, req: EvalRequest, cfg: dict, split, records: list[dict], agents: Agents,
                   ingest_stats: dict, timings: Timings, control: dict | None,
-                  banks: dict[str, str] | None = None) -> None:
+                  banks: dict[str, str] | None = None, reused: set[str] | frozenset[str] = frozenset()) -> None:
     """``summary.json`` (scores per category, with and without the audited-wrong gold answers, and
     the run's counts and times) and ``summary.md``."""
     from memory_r1.eval.report import summary_markdown, summary_table
@@ -464,8 +459,7 @@ def write_summary(out: Path, req: EvalRequest, cfg: dict, split, records: list[d
         "ingest": ingest_stats,
         "bank_sha256": banks or {},
         "threads_used": threads_used(agents),
-        "timings_s": run_timings(records, ingest_stats, timings.s, timings.control_s,
-                                 reused_ingestions(out / "state", ingest_stats)),
+        "timings_s": run_timings(records, ingest_stats, timings.s, timings.control_s, reused),
         "this_process_s": {k: round(v, 2) for k, v in timings.s.items()},
     }
     atomic_write(out / "summary.json", json.dumps(summary, indent=2))
