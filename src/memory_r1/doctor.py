@@ -29,16 +29,6 @@ def _version(pkg: str) -> str | None:
         return None
 
 
-def _meminfo() -> dict:
-    out: dict = {}
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            key, _, rest = line.partition(":")
-            if key in ("MemTotal", "MemAvailable"):
-                out[key] = round(int(rest.split()[0]) / 1024**2, 1)  # GiB
-    return {"total_gib": out.get("MemTotal"), "available_gib": out.get("MemAvailable")}
-
-
 def _data() -> dict:
     from memory_r1.paths import candidate_paths, resolve_gold_audit_path, resolve_locomo_path
 
@@ -116,6 +106,6 @@ def report(measure: bool = True) -> dict:
     out["disk"] = {"path": out["models"]["cache_dir"], "free_gib": round(usage.free / 1024**3, 1)}
     with contextlib.suppress(OSError):
         out["disk"]["cwd_free_gib"] = round(shutil.disk_usage(Path.cwd()).free / 1024**3, 1)
-    out["memory"] = _meminfo()
+    out["memory"] = hardware.memory_gib()
     out["seconds"] = round(time.perf_counter() - t0, 2)
     return out

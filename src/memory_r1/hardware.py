@@ -8,10 +8,12 @@ kind                            fp32       bf16         ``auto``
 ==============================  =========  ===========  ==========
 Xeon with AMX                   265-400    2,080-2,590  bfloat16
 EPYC with AVX512-BF16, no AMX   ~175       ~400         bfloat16
+Xeon with AVX-512, no bf16      ~248       ~61          float32
 EPYC with AVX2 + FMA only       50-55      5-7          float32
 ==============================  =========  ===========  ==========
 
-On the last kind oneDNN has no bf16 kernels and torch emulates them ~10x slower than fp32, so a
+On the last two kinds bf16 has no native instructions (oneDNN emulates it on AVX-512 at ~0.25x the
+fp32 rate; on AVX2 torch emulates it ~10x slower than fp32), so a
 hard-coded bf16 made the main job several times slower there. The choice is therefore made from a
 measurement, never from a machine's name: :func:`profile` times that linear in fp32 and bf16 with the
 threads torch will use (about 0.1 s; cached per CPU model, flags, torch version, thread count and ISA
@@ -234,18 +236,34 @@ def describe(requested: object = "auto") -> dict:
     }
 
 
-def kind_name(prof: CpuProfile, isa_limits: dict | None = None) -> str:
-    """A short name for the CPU kind, for result files: ``amx``, ``avx512bf16``, ``avx2`` or ``other``
-    by the flags, with ``-as-<isa>`` when environment variables limit the instruction sets.
+def memory_gib() -> dict:
+    """This machine's total and available memory in GiB (``/proc/meminfo``; None where it cannot be read)."""
+    out: dict = {}
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("MemTotal", "MemAvailable"):
+                out[key] = round(int(rest.split()[0]) / 1024**2, 1)
+    return {"total_gib": out.get("MemTotal"), "available_gib": out.get("MemAvailable")}
 
-    >>> kind_name(CpuProfile("x", ("avx512_bf16", "avx2"), "AVX512", True, 2), {})
+
+def kind_name(prof: CpuProfile, isa_limits: dict | None = None) -> str:
+    """A short name for the CPU kind, for result files: ``amx``, ``avx512bf16``, ``avx512`` (AVX-512
+    without bf16: fp32 ~5x an AVX2-only CPU's, bf16 emulated), ``avx2`` or ``other`` by the flags,
+    with ``-as-<isa>`` when environment variables limit the instruction sets.
+
+    >>> kind_name(CpuProfile("x", ("avx512_bf16", "avx512f", "avx2"), "AVX512", True, 2), {})
     'avx512bf16'
+    >>> kind_name(CpuProfile("x", ("avx512f", "avx512_vnni", "avx2"), "AVX512", True, 2), {})
+    'avx512'
+    >>> kind_name(CpuProfile("x", ("avx2", "fma"), "AVX2", False, 2), {})
+    'avx2'
     >>> kind_name(CpuProfile("x", ("amx_bf16", "avx2"), "AVX2", False, 2), {"ONEDNN_MAX_CPU_ISA": "AVX2"})
     'amx-as-avx2'
     """
     flags = set(prof.flags)
-    base = next((name for flag, name in (("amx_bf16", "amx"), ("avx512_bf16", "avx512bf16"), ("avx2", "avx2"))
-                 if flag in flags), "other")
+    kinds = (("amx_bf16", "amx"), ("avx512_bf16", "avx512bf16"), ("avx512f", "avx512"), ("avx2", "avx2"))
+    base = next((name for flag, name in kinds if flag in flags), "other")
     limits = cpu_info()["isa_limits"] if isa_limits is None else isa_limits
     return f"{base}-as-{prof.isa.lower()}" if limits else base
 

@@ -94,16 +94,18 @@ def test_claims_name_rows_of_the_cpu_plan():
     assert (grpo.f1, grpo.bleu1, grpo.judge) == (45.02, 37.51, 62.74)
 
 
-def test_levers_of_the_cpu_plan_are_read_against_every_seed_of_their_reference():
+def test_levers_of_the_cpu_plan_are_read_against_every_run_of_their_reference():
     from memory_r1.config import recipe_path
     from memory_r1.eval.plan import load_plan
 
     plan = load_plan(recipe_path("smollm2-135m", "ablations"))
     rows = {r.name: r for r in plan.rows}
-    assert paper.is_reseeding(plan, rows["answer-grpo-40min-seed1"])
-    assert not paper.is_reseeding(plan, rows["answer-grpo-40min-short"])  # another response length
-    assert paper.references(plan, rows["answer-grpo-40min-short"]) == ["answer-grpo-40min", "answer-grpo-40min-seed1"]
-    assert paper.references(plan, rows["answer-grpo-40min-seed1"]) == ["answer-grpo-40min"]
+    assert paper.is_replicate(plan, rows["answer-grpo-40min-seed1"])
+    assert paper.is_replicate(plan, rows["answer-grpo-40min-fp32"])  # another training precision
+    assert not paper.is_replicate(plan, rows["answer-grpo-40min-short"])  # another response length
+    assert paper.references(plan, rows["answer-grpo-40min-short"]) == [
+        "answer-grpo-40min", "answer-grpo-40min-seed1", "answer-grpo-40min-fp32"]
+    assert paper.references(plan, rows["answer-grpo-40min-seed1"]) == ["answer-grpo-40min", "answer-grpo-40min-fp32"]
     assert paper.references(plan, rows["both-40min"]) == ["answer-grpo-40min-clean-golds"]  # no re-seeding of it
     assert paper.references(plan, rows["memr1-untrained"]) == []
 
@@ -111,12 +113,12 @@ def test_levers_of_the_cpu_plan_are_read_against_every_seed_of_their_reference()
 def test_a_lever_is_a_change_only_against_every_reference(published):
     helped = [paper.difference(published, "val", "good", ref) for ref in ("base", "same")]
     assert paper.across_references(helped) == paper.SAME
-    assert paper.references_sentence(helped) == "Against every seed of its reference (base, same), F1: the change helped."
+    assert paper.references_sentence(helped) == "Against every run of its reference (base, same), F1: the change helped."
     # better than one reference, worse than the other: not a change one can name
     mixed = [paper.difference(published, "val", "same", ref) for ref in ("bad", "good")]
     assert [paper.verdict(d.diffs["f1"]) for d in mixed] == [paper.SAME, paper.OPPOSITE]
     assert paper.across_references(mixed) == paper.NOT_MEASURABLE
-    assert "within what a new seed alone moves" in paper.references_sentence(mixed)
+    assert "within what a new seed or precision alone moves" in paper.references_sentence(mixed)
     # one reference not run: no verdict across them, and no sentence
     unrun = [helped[0], paper.difference(published, "val", "good", "nope")]
     assert paper.across_references(unrun) is None and paper.references_sentence(unrun) == ""

@@ -59,6 +59,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("answer-grpo-seed1", "memr1-untrained", RL),
     Claim("answer-grpo-40min", "memr1-untrained", RL),
     Claim("answer-grpo-40min-seed1", "memr1-untrained", RL),
+    Claim("answer-grpo-40min-fp32", "memr1-untrained", RL),
     Claim("answer-ppo", "memr1-untrained", RL),
     Claim("answer-ppo-40min", "memr1-untrained", RL),
     Claim("answer-grpo-40min-clean-golds", "memr1-untrained", RL),
@@ -250,41 +251,48 @@ def lever_sentence(diff: Difference, run_command: str | None = None, metrics: tu
     return f"{_measured(diff, metrics, confidence)}. {effects}." + _apart(diff)
 
 
-#: training overrides that only re-seed a run (data order, sampling): a row whose training differs
-#: from its ``against`` row in these alone is a re-seeding of it
+#: training overrides that only re-seed a run (data order, sampling)
 SEED_KEYS = ("seed", "verl.data.seed", "verl.actor_rollout_ref.rollout.seed")
+#: what a replicate of a run may change: its seeds and its training precision (``dtype``: a CPU
+#: without native bf16 trains in fp32 what another trains in bf16 mixed precision); a row whose
+#: training differs from its ``against`` row in these alone replicates it
+REPLICATE_KEYS = (*SEED_KEYS, "dtype")
 
 
-def _unseeded(row) -> set[str] | None:
-    return None if row.train is None else {o for o in row.train.overrides if o.split("=", 1)[0] not in SEED_KEYS}
+def _unreplicated(row) -> set[str] | None:
+    return None if row.train is None else {o for o in row.train.overrides
+                                           if o.split("=", 1)[0] not in REPLICATE_KEYS}
 
 
-def is_reseeding(plan, row) -> bool:
-    """Does ``row`` train exactly as its ``against`` row but for :data:`SEED_KEYS`?"""
+def is_replicate(plan, row) -> bool:
+    """Does ``row`` train exactly as its ``against`` row but for :data:`REPLICATE_KEYS` (another seed,
+    another training precision)?"""
     if not row.against or row.train is None:
         return False
     ref = plan.row(row.against)
     return (ref.train is not None and (row.train.stage, row.train.algo) == (ref.train.stage, ref.train.algo)
-            and _unseeded(row) == _unseeded(ref) and set(row.train.overrides) != set(ref.train.overrides))
+            and _unreplicated(row) == _unreplicated(ref) and set(row.train.overrides) != set(ref.train.overrides))
 
 
 def references(plan, row) -> list[str]:
-    """The rows a lever is read against: its ``against`` row, then every re-seeding of that row in the
-    plan (:func:`is_reseeding`) but the lever itself. A lever trained with one seed is a change only
-    where it beats every seed of its reference: one seed alone can move the score as much.
+    """The rows a lever is read against: its ``against`` row, then every replicate of that row in the
+    plan (:func:`is_replicate`: another seed, another training precision) but the lever itself. A
+    lever trained once is a change only where it beats every run of its reference: a new seed alone
+    can move the score as much, and a lever trained on another CPU kind trains in its precision.
 
     >>> from types import SimpleNamespace as N
     >>> t = lambda *o: N(stage="answer", algo="grpo", overrides=o)
     >>> rows = {"ref": N(name="ref", against=None, train=t("steps=28")),
     ...         "ref-s1": N(name="ref-s1", against="ref", train=t("steps=28", "seed=1")),
+    ...         "ref-fp32": N(name="ref-fp32", against="ref", train=t("steps=28", "dtype=float32")),
     ...         "short": N(name="short", against="ref", train=t("steps=28", "len=16"))}
     >>> plan = N(rows=list(rows.values()), row=rows.__getitem__)
     >>> references(plan, rows["short"]), references(plan, rows["ref-s1"])
-    (['ref', 'ref-s1'], ['ref'])
+    (['ref', 'ref-s1', 'ref-fp32'], ['ref', 'ref-fp32'])
     """
     ref = row.against
     return [ref] + [r.name for r in plan.rows
-                    if r.name != row.name and r.against == ref and is_reseeding(plan, r)] if ref else []
+                    if r.name != row.name and r.against == ref and is_replicate(plan, r)] if ref else []
 
 
 def across_references(diffs: list[Difference], metric: str = "f1") -> str | None:
@@ -308,12 +316,12 @@ def references_sentence(diffs: list[Difference], metric: str = "f1") -> str:
 
     >>> up = lambda lo, r: Difference("l", r, "val", {"f1": {"mean": lo + 1, "lo": lo, "hi": lo + 2, "n": 81}}, 81)
     >>> print(references_sentence([up(0.3, "ref"), up(-1.0, "ref-s1")]))
-    Against every seed of its reference (ref, ref-s1), F1: no effect measurable at this scale (within what a new seed alone moves).
+    Against every run of its reference (ref, ref-s1), F1: no effect measurable at this scale (within what a new seed or precision alone moves).
     >>> print(references_sentence([up(0.3, "ref"), up(0.1, "ref-s1")]))
-    Against every seed of its reference (ref, ref-s1), F1: the change helped.
+    Against every run of its reference (ref, ref-s1), F1: the change helped.
     """
     v = across_references(diffs, metric)
     if len(diffs) < 2 or v is None:
         return ""
-    tail = " (within what a new seed alone moves)" if v == NOT_MEASURABLE else ""
-    return f"Against every seed of its reference ({', '.join(d.worse for d in diffs)}), {METRIC_NAMES[metric]}: {EFFECT[v]}{tail}."
+    tail = " (within what a new seed or precision alone moves)" if v == NOT_MEASURABLE else ""
+    return f"Against every run of its reference ({', '.join(d.worse for d in diffs)}), {METRIC_NAMES[metric]}: {EFFECT[v]}{tail}."

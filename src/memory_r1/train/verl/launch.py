@@ -150,10 +150,13 @@ def out_of_memory_message(steps_logged: int, peak_gb: float | None) -> str:
     >>> print(out_of_memory_message(4, 21.3))  # doctest: +ELLIPSIS
     verl ran out of memory after 4 logged step(s) (this process tree's peak: 21.3 GB of ... GB): lower the micro-batches (actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu, ...), or data.max_prompt_length / data.max_response_length, or the batch; micro-batch sizes may change when the run is resumed (--resume)
     """
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    from memory_r1.hardware import memory_gib
+
+    total = memory_gib()["total_gib"]
     peak = f"{peak_gb:.1f} GB" if peak_gb is not None else "not measured"
-    return (f"verl ran out of memory after {steps_logged} logged step(s) (this process tree's peak: {peak} of "
-            f"{total:.1f} GB): lower the micro-batches ({', '.join(MICRO_BATCH_KEYS[:3])}, ...), or "
+    of = f" of {total:.1f} GB" if total is not None else ""
+    return (f"verl ran out of memory after {steps_logged} logged step(s) (this process tree's peak: {peak}{of}"
+            f"): lower the micro-batches ({', '.join(MICRO_BATCH_KEYS[:3])}, ...), or "
             "data.max_prompt_length / data.max_response_length, or the batch; micro-batch sizes may change when "
             "the run is resumed (--resume)")
 
