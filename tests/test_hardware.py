@@ -126,3 +126,16 @@ def test_describe_names_dtype_reason_and_rates(cache):
     assert set(d["matmul_gflops"]) == {"float32", "bfloat16"}
     assert hardware.kind_name(hardware.profile()) in ("amx", "avx512bf16", "avx512", "avx2", "other") or "-as-" in \
         hardware.kind_name(hardware.profile())
+
+
+def test_a_training_result_names_its_cpu_kind_and_precision(cache, monkeypatch):
+    """The same recipe trains in bf16 mixed precision on one CPU kind and in fp32 on another, so a
+    training's result records which (``TrainResult.environment``)."""
+    from memory_r1.train.runner import training_environment
+
+    pinned = training_environment({"device": "cpu", "dtype": "float32"})
+    assert pinned["dtype"] == "float32" and pinned["cpu"]["kind"] == hardware.kind_name(hardware.profile())
+    assert pinned["cpu"]["cores"] >= 1 and pinned["dtype_reason"]
+    assert training_environment({"device": "cpu", "dtype": "auto"})["dtype"] == hardware.resolve_cpu_dtype("auto")[0]
+    monkeypatch.setenv(hardware.DTYPE_ENV, "bfloat16")
+    assert training_environment({"device": "cpu", "dtype": "auto"})["dtype"] == "bfloat16"

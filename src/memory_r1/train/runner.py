@@ -72,6 +72,8 @@ class TrainResult:
     peak_memory_gb: float | None = None
     rewards: dict = field(default_factory=dict)
     dry_run: bool = False
+    #: where it trained: device, training precision, and on CPU the kind (:func:`training_environment`)
+    environment: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -381,9 +383,25 @@ def run_training(req: TrainRequest) -> TrainResult:
         step_seconds=[round(s, 2) for s in run.step_seconds()],
         peak_memory_gb=round(run.peak_memory_gb, 2) if run.peak_memory_gb is not None else None,
         rewards=reward_stats(out / "rewards.jsonl"),
+        environment=training_environment(recipe),
     )
     atomic_write(out / "result.json", json.dumps(result.as_dict(), indent=2))
     return result
+
+
+def training_environment(recipe: dict) -> dict:
+    """The device a run trains on and its training precision; on CPU also the CPU kind (the same
+    recipe trains in bf16 mixed precision on one kind, fp32 on another: ``dtype: auto``).
+
+    >>> training_environment({"device": "cuda", "dtype": "auto"})
+    {'device': 'cuda', 'dtype': 'auto'}
+    """
+    if recipe.get("device") != "cpu":
+        return {"device": recipe.get("device"), "dtype": recipe.get("dtype")}
+    from memory_r1.hardware import kind_record, resolve_cpu_dtype
+
+    dtype, reason = resolve_cpu_dtype(recipe.get("dtype", "auto"))
+    return {"device": "cpu", "dtype": dtype, "dtype_reason": reason, "cpu": kind_record()}
 
 
 def _trained(folder: Path) -> Path | None:
