@@ -69,7 +69,12 @@ def test_cpu_plan_rows():
     levers = {n: r for n, r in rows.items() if r.against and r.train}
     assert set(levers) == {"answer-grpo-40min-seed1", "answer-grpo-40min-short", "answer-grpo-40min-em",
                            "answer-grpo-40min-pipeline", "answer-grpo-40min-clean-golds", "answer-grpo-40min-group8",
-                           "answer-grpo-40min-temp07", "answer-grpo-40min-nokl", "answer-grpo-40min-lr1e-5"}
+                           "answer-grpo-40min-temp07", "answer-grpo-40min-nokl", "answer-grpo-40min-lr1e-5",
+                           "answer-grpo-40min-fp32"}
+    micro = {o for o in levers["answer-grpo-40min-fp32"].train.overrides if "micro_batch_size_per_gpu" in o}
+    assert len(micro) == 3 and "dtype=float32" in levers["answer-grpo-40min-fp32"].train.overrides
+    for name in ("em", "group8", "temp07", "nokl", "lr1e-5"):  # levers first run after the fp32 reference fit in fp32 too
+        assert micro <= set(levers[f"answer-grpo-40min-{name}"].train.overrides)
     for r in levers.values():
         assert r.against == "answer-grpo-40min" and r.answer == "train"
         assert (r.train.stage, r.train.algo) == ("answer", "grpo") and set(long.overrides) < set(r.train.overrides)

@@ -257,11 +257,17 @@ SEED_KEYS = ("seed", "verl.data.seed", "verl.actor_rollout_ref.rollout.seed")
 #: without native bf16 trains in fp32 what another trains in bf16 mixed precision); a row whose
 #: training differs from its ``against`` row in these alone replicates it
 REPLICATE_KEYS = (*SEED_KEYS, "dtype")
+#: verl keys that only split a batch into micro-batches (memory, not training: verl's token-mean
+#: loss divides by the mini-batch's token count, so the gradient is the same, up to rounding)
+EXECUTION_KEY_SUFFIX = "micro_batch_size_per_gpu"
 
 
 def _unreplicated(row) -> set[str] | None:
-    return None if row.train is None else {o for o in row.train.overrides
-                                           if o.split("=", 1)[0] not in REPLICATE_KEYS}
+    """``row``'s training overrides but its seeds, precision and micro-batch sizes."""
+    if row.train is None:
+        return None
+    keys = {o: o.split("=", 1)[0] for o in row.train.overrides}
+    return {o for o, k in keys.items() if k not in REPLICATE_KEYS and not k.endswith(EXECUTION_KEY_SUFFIX)}
 
 
 def is_replicate(plan, row) -> bool:
@@ -284,7 +290,7 @@ def references(plan, row) -> list[str]:
     >>> t = lambda *o: N(stage="answer", algo="grpo", overrides=o)
     >>> rows = {"ref": N(name="ref", against=None, train=t("steps=28")),
     ...         "ref-s1": N(name="ref-s1", against="ref", train=t("steps=28", "seed=1")),
-    ...         "ref-fp32": N(name="ref-fp32", against="ref", train=t("steps=28", "dtype=float32")),
+    ...         "ref-fp32": N(name="ref-fp32", against="ref", train=t("steps=28", "dtype=float32", "a.micro_batch_size_per_gpu=2")),
     ...         "short": N(name="short", against="ref", train=t("steps=28", "len=16"))}
     >>> plan = N(rows=list(rows.values()), row=rows.__getitem__)
     >>> references(plan, rows["short"]), references(plan, rows["ref-s1"])
