@@ -86,7 +86,7 @@ def test_the_cpu_plan_reuses_the_base_banks_only_where_ingestion_is_the_same():
     assert ("distill", "val") in reusing and ("top-k-10", "val") in reusing and ("judge-strict", "val") in reusing
     assert ("answer-grpo", "val") in reusing  # a trained Answer Agent over the untrained manager's banks
     # the rerun of the base row builds its own banks (reuse_banks: false): what rebuilding alone moves
-    for row in ("memr1-untrained", "memr1-untrained-rerun", "rag-turns", "full-context", "fp32", "int8",
+    for row in ("memr1-untrained", "memr1-untrained-rerun", "rag-turns", "full-context", "fp32", "fp32-rerun", "int8",
                 "manager-grpo", "manager-ppo-40min"):
         assert not any(key[0] == row for key in reusing), row
     # both RL agents answer from the banks the trained manager's own row built, on every slice that row has
