@@ -60,6 +60,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("answer-grpo-40min", "memr1-untrained", RL),
     Claim("answer-grpo-40min-seed1", "memr1-untrained", RL),
     Claim("answer-grpo-40min-fp32", "memr1-untrained", RL),
+    Claim("answer-grpo-40min-fp32", "fp32-rerun", RL),  # the clean pair where both ran in fp32 on one CPU
     Claim("answer-ppo", "memr1-untrained", RL),
     Claim("answer-ppo-40min", "memr1-untrained", RL),
     Claim("answer-grpo-40min-clean-golds", "memr1-untrained", RL),
