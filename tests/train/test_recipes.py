@@ -94,6 +94,9 @@ def test_recipe_composes_against_verls_schema(path: Path, model_dir: Path, tmp_p
         assert 32 <= cfg.data.max_response_length <= 48
         assert 1e-5 <= cfg.actor_rollout_ref.actor.optim.lr <= 5e-5
         assert cfg.trainer.device == "cpu"
+        # micro-batches that fit 24 GB in fp32 too (8 ran out of memory there at step 1)
+        assert cfg.actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu <= 2
+        assert cfg.actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu <= 2
         # a reward other than the paper's is named so
         assert recipe["reward"]["name"].endswith("_f1")
     else:  # the paper's settings

@@ -278,9 +278,9 @@ def test_running_out_of_memory_is_one_line_and_resumes_with_smaller_micro_batche
     assert "verl ran out of memory after 0 logged step(s)" in line
     assert "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu" in line and "--resume" in line
     assert "Traceback" not in line and (out / "recipe.yaml").exists()  # the folder is kept to resume
-    smaller = ["--resume", "verl.actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
-               "verl.actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2"]
-    assert "ran out of memory" in error_line(cmd + smaller)  # verl reached again, with micro-batches of 2
-    assert reached == [8, 2]
+    smaller = ["--resume", "verl.actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1",
+               "verl.actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=1"]
+    assert "ran out of memory" in error_line(cmd + smaller)  # verl reached again, with micro-batches of 1
+    assert reached == [2, 1]
     assert "trained with another recipe" in error_line(cmd + ["--resume", "verl.actor_rollout_ref.actor.optim.lr=1e-5"])
-    assert reached == [8, 2]
+    assert reached == [2, 1]
