@@ -273,7 +273,7 @@ def _unreplicated(row) -> set[str] | None:
 
 def is_replicate(plan, row) -> bool:
     """Does ``row`` train exactly as its ``against`` row but for :data:`REPLICATE_KEYS` (another seed,
-    another training precision)?"""
+    another training precision) and micro-batch sizes (:data:`EXECUTION_KEY_SUFFIX`)?"""
     if not row.against or row.train is None:
         return False
     ref = plan.row(row.against)
