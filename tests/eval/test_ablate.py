@@ -73,8 +73,13 @@ def test_cpu_plan_rows():
                            "answer-grpo-40min-fp32"}
     micro = {o for o in levers["answer-grpo-40min-fp32"].train.overrides if "micro_batch_size_per_gpu" in o}
     assert len(micro) == 3 and "dtype=float32" in levers["answer-grpo-40min-fp32"].train.overrides
-    for name in ("em", "group8", "temp07", "nokl", "lr1e-5"):  # levers first run after the fp32 reference fit in fp32 too
-        assert micro <= set(levers[f"answer-grpo-40min-{name}"].train.overrides)
+    from memory_r1.config import load_recipe, recipe_path
+    from memory_r1.train.runner import apply_train_overrides
+
+    grpo = load_recipe(recipe_path("smollm2-135m", "answer", "grpo"))
+    for name in ("em", "pipeline", "group8", "temp07", "nokl", "lr1e-5"):  # levers first run after the fp32 reference fit in fp32 too
+        verl = apply_train_overrides(grpo, list(levers[f"answer-grpo-40min-{name}"].train.overrides))["verl"]
+        assert {f"verl.{k}={v}" for k, v in verl.items() if k.endswith("micro_batch_size_per_gpu")} == micro, name
     for r in levers.values():
         assert r.against == "answer-grpo-40min" and r.answer == "train"
         assert (r.train.stage, r.train.algo) == ("answer", "grpo") and set(long.overrides) < set(r.train.overrides)
